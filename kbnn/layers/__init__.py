@@ -1,0 +1,12 @@
+"""Quantized Keras layers and BNN-specific layers."""
+
+from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
+from kbnn.layers.dense import QuantDense
+
+__all__ = [
+    "QuantConv1D",
+    "QuantConv2D",
+    "QuantDense",
+    "QuantDepthwiseConv2D",
+    "QuantSeparableConv2D",
+]

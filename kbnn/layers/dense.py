@@ -1,0 +1,43 @@
+"""QuantDense: a Keras Dense layer with quantized input and kernel."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kbnn.layers.base import QuantizedLayerMixin
+
+__all__ = ["QuantDense"]
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
+    """Fully connected layer with quantized input and kernel (BinaryNet, arXiv 1602.02830).
+
+    Args:
+        units: output size.
+        input_quantizer: quantizer of the input (alias, config, instance or None).
+        kernel_quantizer: quantizer of the kernel (per output unit = last axis).
+        **kwargs: every argument of `keras.layers.Dense`.
+
+    A binary QuantDense converts to an LCE 1x1 binary convolution (there is no binary
+    fully-connected op in LCE); see `kbnn.converters`.
+    """
+
+    def __init__(self, units, *args, input_quantizer=None, kernel_quantizer=None, **kwargs):
+        super().__init__(units, *args, **kwargs)
+        self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_quantizers(input_shape, kernel_quantizer=self._kernel.shape)
+
+    def call(self, inputs, training=None):
+        if self._export_call is not None:
+            return self._export_call(inputs)
+        x = self.quantize_input(inputs)
+        kernel = self.quantize_kernel(self.kernel)
+        return self._finish(ops.matmul(x, kernel))
+
+    def get_config(self):
+        return {**super().get_config(), **self._quantizer_config()}
