@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kbnn.quantizers._checks import check_positive
+
 __all__ = ["WeightClip", "get"]
 
 
@@ -13,16 +15,15 @@ class WeightClip(keras.constraints.Constraint):
     """Clip latent weights to [-clip_value, clip_value] after each update.
 
     Keeps latent weights of binarized kernels in the range where the clipped STE passes a
-    gradient (BinaryNet, Hubara et al., arXiv 1602.02830). Alias: ``"weight_clip"``.
+    gradient (BinaryNet, Hubara et al., arXiv 1602.02830). Alias ``"weight_clip"``, accepted
+    wherever Keras takes a constraint identifier (``kernel_constraint="weight_clip"``).
+
+    Args:
+        clip_value: half-width of the clipping range; must be > 0.
     """
 
     def __init__(self, clip_value: float = 1.0):
-        if not clip_value > 0:
-            raise ValueError(
-                "Invalid value for argument `clip_value` of WeightClip. Expected a strictly "
-                f"positive value. Received clip_value={clip_value}."
-            )
-        self.clip_value = float(clip_value)
+        self.clip_value = check_positive("WeightClip", "clip_value", clip_value)
 
     def __call__(self, w):
         return ops.clip(w, -self.clip_value, self.clip_value)
@@ -32,6 +33,25 @@ class WeightClip(keras.constraints.Constraint):
 
 
 _ALIASES = {"weight_clip": WeightClip}
+
+
+def _register_keras_aliases() -> None:
+    """Make ``keras.constraints.get("weight_clip")`` return a `WeightClip`.
+
+    Keras 3 resolves a constraint *string* only through the name table of its constraints
+    module (`keras.src.constraints.ALL_OBJECTS_DICT`, the ``module_objects`` it also passes
+    when deserializing); custom objects are consulted for config dicts only. Adding the alias
+    to that table lets every Keras layer take ``kernel_constraint="weight_clip"``; a saved
+    model stores the constraint as a registered ``kbnn>WeightClip`` config, not as the alias.
+    """
+    from keras.src import constraints as keras_constraints
+
+    table = keras_constraints.ALL_OBJECTS_DICT
+    for alias, cls in _ALIASES.items():
+        table.setdefault(alias, cls)
+
+
+_register_keras_aliases()
 
 
 def get(identifier):

@@ -1,13 +1,34 @@
-"""Sign binarizers with straight-through and polynomial surrogate gradients."""
+"""Sign binarizers: clipped-STE, polynomial, SignSwish, Heaviside and magnitude-aware scaled sign.
+
+Each binarizer is a plain function with a custom gradient plus a thin `Quantizer` class around
+it. The forward value is always the exact ``where(x >= 0, +1, -1)`` of `binary_sign` (times or
+plus constants), so the inference graph lowers to LCE's `LceQuantize`.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from kbnn.quantizers._checks import check_positive
 from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
 from kbnn.quantizers.registry import register_alias
 
-__all__ = ["SteSign", "ApproxSign", "ste_sign", "approx_sign", "approx_sign_grad", "ste_grad"]
+__all__ = [
+    "ApproxSign",
+    "MagnitudeAwareSign",
+    "SteHeaviside",
+    "SteSign",
+    "SwishSign",
+    "approx_sign",
+    "approx_sign_grad",
+    "channel_mean_abs",
+    "magnitude_aware_sign",
+    "ste_grad",
+    "ste_heaviside",
+    "ste_sign",
+    "swish_sign",
+    "swish_sign_grad",
+]
 
 
 def ste_grad(clip_value: float):
@@ -30,6 +51,26 @@ def approx_sign_grad(x):
     )
 
 
+def swish_sign_grad(beta: float):
+    """Derivative of the SignSwish ``2 sigmoid(bx) (1 + bx (1 - sigmoid(bx))) - 1`` of BNN+
+    (Darabi et al., arXiv 1812.11800): ``b (2 - b x tanh(b x / 2)) / (1 + cosh(b x))``.
+
+    It is ``b`` at 0 and tends to 0 for large ``|x|`` (cosh overflows to inf, giving 0, not NaN).
+    """
+
+    def grad(x):
+        bx = beta * x
+        return beta * (2.0 - bx * tf.tanh(bx / 2.0)) / (1.0 + tf.cosh(bx))
+
+    return grad
+
+
+def channel_mean_abs(w):
+    """mean|w| per output channel: the reduction runs over every axis but the last."""
+    w = tf.convert_to_tensor(w)
+    return tf.reduce_mean(tf.abs(w), axis=list(range(w.shape.rank - 1)))
+
+
 def ste_sign(x, clip_value: float = 1.0):
     """sign(x) (sign(0) = +1) with the clipped STE gradient ``1[|x| <= clip_value]``."""
     return sign_with_surrogate_grad(x, ste_grad(clip_value))
@@ -40,8 +81,47 @@ def approx_sign(x):
     return sign_with_surrogate_grad(x, approx_sign_grad)
 
 
+def swish_sign(x, beta: float = 5.0):
+    """sign(x) with the SignSwish gradient of BNN+ (arXiv 1812.11800)."""
+    return sign_with_surrogate_grad(x, swish_sign_grad(beta))
+
+
+def ste_heaviside(x, clip_value: float = 1.0):
+    """Heaviside step ``1 if x >= 0 else 0`` with the clipped STE gradient ``1[|x| <= clip]``.
+
+    Computed as ``0.5 * s(x) + 0.5`` with a surrogate of ``2 * 1[|x| <= clip]`` on the sign,
+    so the forward graph is the `binary_sign` select and the gradient is the plain STE.
+    """
+    clip_grad = ste_grad(clip_value)
+    bit = sign_with_surrogate_grad(x, lambda v: 2.0 * clip_grad(v))
+    return 0.5 * bit + 0.5
+
+
+def magnitude_aware_sign(w, clip_value: float = 1.0):
+    """Bi-Real scaled weight sign ``mean|W| * sign(W)`` per output channel (METHODS.md §8.2).
+
+    The scale is a constant for the gradient (stop_gradient), so ``dW = scale * 1[|W| <= clip]``.
+    """
+    w = tf.convert_to_tensor(w)
+    scale = tf.stop_gradient(channel_mean_abs(w))
+    return scale * ste_sign(w, clip_value)
+
+
+class _ClippedSign(Quantizer):
+    """Shared part of the binarizers that take a `clip_value` (a strictly positive float)."""
+
+    precision = 1
+
+    def __init__(self, clip_value: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_value = check_positive(type(self).__name__, "clip_value", clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
 @register_alias("ste_sign")
-class SteSign(Quantizer):
+class SteSign(_ClippedSign):
     """Sign with a clipped straight-through estimator (BinaryNet, Hubara et al., arXiv 1602.02830).
 
     Forward: +1 if x >= 0 else -1. Backward: ``dy * 1[|x| <= clip_value]``.
@@ -50,25 +130,11 @@ class SteSign(Quantizer):
         clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
     """
 
-    precision = 1
-
-    def __init__(self, clip_value: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        if not clip_value > 0:
-            raise ValueError(
-                "Invalid value for argument `clip_value` of SteSign. Expected a strictly "
-                f"positive value. Received clip_value={clip_value}."
-            )
-        self.clip_value = float(clip_value)
-
     def call(self, inputs, training=None):
         return ste_sign(inputs, self.clip_value)
 
     def binary_form(self, inputs):
         return BinaryForm()
-
-    def get_config(self):
-        return {**super().get_config(), "clip_value": self.clip_value}
 
 
 @register_alias("approx_sign")
@@ -86,3 +152,69 @@ class ApproxSign(Quantizer):
 
     def binary_form(self, inputs):
         return BinaryForm()
+
+
+@register_alias("swish_sign")
+class SwishSign(Quantizer):
+    """Sign with the SignSwish surrogate gradient of BNN+ (Darabi et al., arXiv 1812.11800).
+
+    Forward: +1 if x >= 0 else -1. Backward: the derivative of
+    ``2 sigmoid(beta x) (1 + beta x (1 - sigmoid(beta x))) - 1``, i.e.
+    ``beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))`` (peak ``beta`` at 0).
+
+    Args:
+        beta: sharpness of the surrogate; must be > 0.
+    """
+
+    precision = 1
+
+    def __init__(self, beta: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = check_positive("SwishSign", "beta", beta)
+
+    def call(self, inputs, training=None):
+        return swish_sign(inputs, self.beta)
+
+    def binary_form(self, inputs):
+        return BinaryForm()
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+@register_alias("ste_heaviside")
+class SteHeaviside(_ClippedSign):
+    """Heaviside step with a clipped straight-through estimator (binary {0, 1} outputs, as in
+    BinaryNet's STE, Hubara et al., arXiv 1602.02830).
+
+    Forward: 1 if x >= 0 else 0 (x = 0 maps to 1, the kbnn convention sign(0) = +1).
+    Backward: ``dy * 1[|x| <= clip_value]``. Inference form ``0.5 * s(x) + 0.5``.
+
+    Args:
+        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
+    """
+
+    def call(self, inputs, training=None):
+        return ste_heaviside(inputs, self.clip_value)
+
+    def binary_form(self, inputs):
+        return BinaryForm(scale=0.5, offset=0.5)
+
+
+@register_alias("magnitude_aware_sign")
+class MagnitudeAwareSign(_ClippedSign):
+    """Bi-Real Net magnitude-aware weight sign (Liu et al., arXiv 1808.00278; METHODS.md §8.2).
+
+    Forward: ``mean|W| * sign(W)`` with the mean taken per output channel (over every axis
+    but the last; depthwise kernels are presented as (kh, kw, 1, C*M)). Backward: the scale is
+    held constant, ``dW = mean|W| * 1[|W| <= clip_value]``. Meant as a kernel quantizer.
+
+    Args:
+        clip_value: the gradient is zero where ``|W| > clip_value``. Must be > 0.
+    """
+
+    def call(self, inputs, training=None):
+        return magnitude_aware_sign(inputs, self.clip_value)
+
+    def binary_form(self, inputs):
+        return BinaryForm(scale=channel_mean_abs(inputs))
