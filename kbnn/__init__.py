@@ -6,7 +6,9 @@ parameters by precision, binary and float MACs.
 """
 
 from kbnn import constraints, layers, quantizers
+from kbnn.summary import ModelProfile, profile, summary
 
 __version__ = "0.1.0"
 
 __all__ = ["constraints", "layers", "quantizers", "__version__"]
+__all__ += ["ModelProfile", "profile", "summary"]

@@ -1,0 +1,494 @@
+"""`kbnn.summary` / `kbnn.profile`: parameters by precision, binary and float MACs, model size.
+
+Counting convention (METHODS.md §0, the Bi-Real Net / ReActNet convention, arXiv 1808.00278 and
+2003.03488), per sample (the model is run once on a batch of 1):
+
+* **BOPs** = binary multiply-accumulates: the MACs of conv/dense layers whose input AND kernel are
+  binarized (input quantizer and kernel quantizer of precision 1). A conv does
+  ``prod(kernel.shape) * H_out * W_out`` MACs, i.e. ``k*k*C_in*C_out*H_out*W_out / groups``; a
+  depthwise conv ``k*k*C*M*H_out*W_out``; a transposed conv ``prod(kernel.shape) * H_in * W_in``;
+  a dense layer ``in*out`` (times any extra leading axes of its input).
+* **FLOPs** = the MACs of every other conv/dense/depthwise/separable layer (Keras float layers and
+  kbnn layers that are not binary: stem, real 1x1 shortcuts, classifier, layers with only a kernel
+  quantizer, multi-bit layers). BatchNorm, activations, bias, pooling and elementwise ops are not
+  counted; layers without weights count 0 MACs.
+* A separable conv counts its depthwise part (binary when input and depthwise kernel are 1-bit)
+  plus its pointwise part. The pointwise part reads the depthwise output, a sum of k*k products
+  that is never binarized inside the layer, so it is always counted as FLOPs.
+* **OPs** = BOPs / 64 + FLOPs.
+* ``binary_params`` = elements of kernels quantized by a 1-bit kernel quantizer (whatever the
+  input precision); ``float_params`` = every other weight of the model, trainable or not, so
+  ``binary_params + float_params == model.count_params()``.
+* ``size_bytes`` = (kernel elements x their kernel quantizer's precision in bits, i.e. 1 bit for
+  binary kernels and k bits for k-bit kernel quantizers + every other weight x 32 bits) / 8.
+  ``float32_size_bytes`` = ``model.count_params() * 4``.
+
+Nested layers (custom blocks holding layers as attributes, nested models) are walked down to their
+leaves; the shapes each leaf sees come from one forward pass on zeros, recorded by temporarily
+wrapping each layer's ``call``. A leaf holding weights that are not per-element/per-channel
+parameters (broadcastable to its output) and that is not a known conv/dense layer gets unknown
+("?") MACs and a warning; its MACs are left out of the totals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from kbnn.quantizers.base import Quantizer
+
+__all__ = ["LayerProfile", "ModelProfile", "profile", "summary"]
+
+FLOAT_BITS = 32
+
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+              keras.layers.Conv3DTranspose)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DENSE = (keras.layers.Dense,)
+_MAC_LAYERS = _SEPARABLE + _DEPTHWISE + _TRANSPOSE + _CONV + _DENSE
+# Weighted layers known to do no multiply-accumulates under the counting convention.
+_NO_MAC_LAYERS = (
+    keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization, keras.layers.PReLU, keras.layers.Embedding,
+    keras.layers.Normalization, Quantizer,
+)
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """Counts of one leaf layer (or of the weights a container owns directly).
+
+    ``binary_macs``/``float_macs`` are None when unknown (printed "?"); ``input_bits`` and
+    ``kernel_bits`` are None/() for layers that are not conv/dense.
+    """
+
+    name: str
+    class_name: str
+    input_bits: int | None
+    kernel_bits: tuple[int, ...]
+    input_shape: Any
+    output_shape: Any
+    params: dict[int, int]  # precision in bits -> number of weight elements
+    binary_macs: int | None
+    float_macs: int | None
+    calls: int = 0
+
+    @property
+    def binary_params(self) -> int:
+        return self.params.get(1, 0)
+
+    @property
+    def float_params(self) -> int:
+        return sum(n for bits, n in self.params.items() if bits != 1)
+
+    @property
+    def memory_bytes(self) -> float:
+        return sum(bits * n for bits, n in self.params.items()) / 8
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Totals of a model under the METHODS.md §0 convention (see the module docstring)."""
+
+    bops: int
+    flops: int
+    ops: float
+    binary_params: int
+    float_params: int
+    size_bytes: float
+    float32_size_bytes: int
+    binary_mac_fraction: float
+    compression_ratio: float
+    layers: list[LayerProfile] = field(default_factory=list)
+    unknown_mac_layers: tuple[str, ...] = ()
+    name: str = ""
+
+    @property
+    def total_params(self) -> int:
+        return self.binary_params + self.float_params
+
+    def to_lines(self) -> list[str]:
+        """The table and totals printed by `kbnn.summary`, one string per line."""
+        return _format(self)
+
+
+def profile(model: keras.Model, input_shape=None) -> ModelProfile:
+    """Count parameters by precision, BOPs, FLOPs, OPs and sizes of `model` (batch 1).
+
+    Args:
+        model: a Keras model (functional, sequential or subclassed; nested blocks and models
+            are walked).
+        input_shape: shape of one sample (no batch axis), or a list/dict of them for several
+            inputs. Only needed when the model's input shape is not static or not known.
+
+    Returns:
+        A `ModelProfile`.
+    """
+    records = _record_calls(model, input_shape)
+    nodes = list(_walk(model))
+
+    seen: set[int] = set()
+    rows: list[tuple[float, int, LayerProfile]] = []
+    unknown: list[str] = []
+    for index, (name, layer, own_only) in enumerate(nodes):
+        weights = _own_weights(layer) if own_only else layer.weights
+        weights = [w for w in weights if id(w) not in seen]
+        seen.update(id(w) for w in weights)
+        calls = records.get(id(layer), [])
+        if own_only and not weights:
+            continue
+        row = _profile_layer(name, layer, weights, calls, own_only)
+        if row.binary_macs is None:
+            unknown.append(name)
+        order = calls[0][0] if calls else math.inf
+        rows.append((order, index, row))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    layers = [r[2] for r in rows]
+
+    total = sum(_size(w) for w in model.weights)
+    binary_params = sum(r.binary_params for r in layers)
+    bits = sum(b * n for r in layers for b, n in r.params.items())
+    bits += FLOAT_BITS * (total - sum(sum(r.params.values()) for r in layers))  # not walked
+    bops = sum(r.binary_macs or 0 for r in layers)
+    flops = sum(r.float_macs or 0 for r in layers)
+    size_bytes = bits / 8
+    if unknown:
+        warnings.warn(
+            "kbnn.profile: unknown MACs (left out of the totals) for layers "
+            f"{', '.join(unknown)}: they hold weights but are not conv/dense layers kbnn knows.",
+            stacklevel=2,
+        )
+    return ModelProfile(
+        bops=bops,
+        flops=flops,
+        ops=bops / 64 + flops,
+        binary_params=binary_params,
+        float_params=total - binary_params,
+        size_bytes=size_bytes,
+        float32_size_bytes=total * 4,
+        binary_mac_fraction=bops / (bops + flops) if bops + flops else 0.0,
+        compression_ratio=total * 4 / size_bytes if size_bytes else 1.0,
+        layers=layers,
+        unknown_mac_layers=tuple(unknown),
+        name=model.name,
+    )
+
+
+def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None,
+            input_shape=None) -> None:
+    """Print a per-layer table of precisions, shapes, parameters, memory and MACs, then the
+    totals (parameters, size, compression ratio, BOPs, FLOPs, OPs, binary MAC fraction).
+
+    Args:
+        model: the model to profile (see `profile`).
+        print_fn: called once per line; defaults to `print`.
+        input_shape: see `profile`.
+    """
+    print_fn = print if print_fn is None else print_fn
+    for line in profile(model, input_shape=input_shape).to_lines():
+        print_fn(line)
+
+
+# ---------------------------------------------------------------------------------- walking
+
+
+def _sublayers(layer) -> list:
+    return [s for s in layer._flatten_layers(include_self=False, recursive=False)
+            if not isinstance(s, keras.layers.InputLayer)]
+
+
+def _walk(model) -> Iterator[tuple[str, keras.layers.Layer, bool]]:
+    """(qualified name, layer, own_only) for the model (own weights only), every container
+    (own weights only) and every leaf layer, each layer once."""
+    visited: set[int] = set()
+
+    def visit(layer, name):
+        if id(layer) in visited:
+            return
+        visited.add(id(layer))
+        subs = [] if isinstance(layer, _MAC_LAYERS) else _sublayers(layer)
+        if not subs and layer is not model:
+            yield name, layer, False
+            return
+        yield name, layer, True
+        prefix = "" if layer is model else name + "/"
+        for sub in subs:
+            yield from visit(sub, prefix + sub.name)
+
+    yield from visit(model, model.name)
+
+
+def _own_weights(layer) -> list:
+    inner = {id(w) for sub in _sublayers(layer) for w in sub.weights}
+    return [w for w in layer.weights if id(w) not in inner]
+
+
+def _size(weight) -> int:
+    return int(np.prod(weight.shape, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------------- recording
+
+
+def _input_structure(model, input_shape):
+    """Zeros shaped like one sample of each model input, batch axis 1."""
+
+    def zeros(shape, dtype="float32"):
+        shape = (1,) + tuple(shape)
+        if any(d is None for d in shape):
+            raise ValueError(
+                "kbnn.profile needs static input dimensions to count MACs. Pass "
+                f"`input_shape` (one sample, no batch axis). Received input shape {shape}."
+            )
+        return np.zeros(shape, dtype=dtype)
+
+    if input_shape is not None:
+        if isinstance(input_shape, (tuple, list)) and _is_shape(tuple(input_shape)):
+            return zeros(input_shape)
+        if isinstance(input_shape, dict):
+            return {k: zeros(v) for k, v in input_shape.items()}
+        return [zeros(s) for s in input_shape]
+
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is None:
+        try:
+            inputs = model.inputs
+        except AttributeError:
+            inputs = None
+        if inputs:
+            struct = inputs[0] if len(inputs) == 1 else list(inputs)
+    if struct is not None:
+        return keras.tree.map_structure(
+            lambda t: zeros(tuple(t.shape)[1:], keras.backend.standardize_dtype(t.dtype)), struct)
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if shapes and len(shapes) == 1:
+        return zeros(tuple(next(iter(shapes.values())))[1:])
+    raise ValueError(
+        f"Invalid value for argument `model` of kbnn.profile: the input shape of model "
+        f"'{model.name}' is unknown. Expected a model with Input layers or a built model, "
+        "or pass `input_shape` (one sample, no batch axis)."
+    )
+
+
+def _is_shape(s) -> bool:
+    return isinstance(s, tuple) and all(d is None or isinstance(d, int) for d in s)
+
+
+def _shape_of(x):
+    return keras.tree.map_structure(
+        lambda t: tuple(int(d) if d is not None else None for d in t.shape)
+        if hasattr(t, "shape") else None, x)
+
+
+def _record_calls(model, input_shape) -> dict[int, list]:
+    """Run `model` once on zeros; for each layer, a list of (call order, input shape, output
+    shape) of every call it received. Each layer's `call` is wrapped only during the run."""
+    x = _input_structure(model, input_shape)
+    if not all(layer.built for layer in model._flatten_layers(include_self=True, recursive=True)):
+        # Build first: building a subclassed model runs `call` symbolically, which must not
+        # be recorded as a call.
+        model(x, training=False)
+    records: dict[int, list] = {}
+    counter = [0]
+    _missing = object()
+    saved = []
+
+    def wrap(layer, method_name):
+        original = getattr(layer, method_name)
+
+        def recording_call(*args, **kwargs):
+            order = counter[0]
+            counter[0] += 1
+            outputs = original(*args, **kwargs)
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            records.setdefault(id(layer), []).append((order, _shape_of(first), _shape_of(outputs)))
+            return outputs
+
+        return recording_call
+
+    for _, layer, _ in _walk(model):
+        mode = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
+        method_name = "quantized_call" if mode else "call"
+        saved.append((layer, method_name, layer.__dict__.get(method_name, _missing)))
+        object.__setattr__(layer, method_name, wrap(layer, method_name))
+    try:
+        model(x, training=False)
+    except Exception as error:  # noqa: BLE001 -- report what can be counted, never crash
+        warnings.warn(f"kbnn.profile: the forward pass on zeros failed ({error!r}); layers "
+                      "without recorded shapes get unknown MACs.", stacklevel=3)
+    finally:
+        for layer, method_name, previous in saved:
+            if previous is _missing:
+                del layer.__dict__[method_name]
+            else:
+                object.__setattr__(layer, method_name, previous)
+    return records
+
+
+# ---------------------------------------------------------------------------------- counting
+
+
+def _precision(quantizer) -> int:
+    return FLOAT_BITS if quantizer is None else int(getattr(quantizer, "precision", FLOAT_BITS))
+
+
+def _kernel_slots(layer) -> list[tuple[str, Any, Any]]:
+    """(part, kernel variable, kernel quantizer) of a conv/dense layer."""
+
+    def var(*names):
+        for n in names:
+            v = getattr(layer, n, None)
+            if v is not None:
+                return v
+        return None
+
+    if isinstance(layer, _SEPARABLE):
+        return [("depthwise", var("depthwise_kernel"), getattr(layer, "depthwise_quantizer", None)),
+                ("pointwise", var("pointwise_kernel"), getattr(layer, "pointwise_quantizer", None))]
+    if isinstance(layer, _DEPTHWISE):
+        return [("depthwise", var("_kernel", "kernel"),
+                 getattr(layer, "depthwise_quantizer", None))]
+    return [("kernel", var("_kernel", "kernel"), getattr(layer, "kernel_quantizer", None))]
+
+
+def _positions(layer, shape) -> int:
+    """Number of output (or input) positions: every axis but the channel axis."""
+    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    axis = 1 if channels_first and len(shape) > 2 else len(shape) - 1
+    return int(np.prod([d for i, d in enumerate(shape) if i != axis], dtype=np.int64))
+
+
+def _mac_layer_counts(layer, calls) -> tuple[int, int, int | None, tuple[int, ...]]:
+    """(binary MACs, float MACs, input bits, kernel bits) summed over calls; MACs None when
+    the layer was never called."""
+    input_bits = _precision(getattr(layer, "input_quantizer", None))
+    slots = _kernel_slots(layer)
+    kernel_bits = tuple(_precision(q) for _, _, q in slots)
+    if not calls or not all(_is_shape(c[1]) and _is_shape(c[2]) for c in calls):
+        return None, None, input_bits, kernel_bits
+    binary = real = 0
+    for _, in_shape, out_shape in calls:
+        positions = _positions(layer, in_shape if isinstance(layer, _TRANSPOSE) else out_shape)
+        for (part, kernel, _), bits in zip(slots, kernel_bits):
+            macs = _size(kernel) * positions
+            if input_bits == 1 and bits == 1 and part != "pointwise":
+                binary += macs
+            else:
+                real += macs
+    return binary, real, input_bits, kernel_bits
+
+
+def _is_elementwise(weights, calls) -> bool:
+    """True when every weight broadcasts to the layer's output (per-element/channel params)."""
+    if not calls or not _is_shape(calls[0][2]):
+        return False
+    out = calls[0][2][1:]
+    for w in weights:
+        try:
+            if np.broadcast_shapes(tuple(w.shape), out) != out:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def _profile_layer(name, layer, weights, calls, own_only) -> LayerProfile:
+    bits_of = {}
+    if not own_only and isinstance(layer, _MAC_LAYERS):
+        for _, kernel, quantizer in _kernel_slots(layer):
+            if kernel is not None:
+                bits_of[id(kernel)] = _precision(quantizer)
+    params: dict[int, int] = {}
+    for w in weights:
+        bits = bits_of.get(id(w), FLOAT_BITS)
+        params[bits] = params.get(bits, 0) + _size(w)
+
+    input_bits, kernel_bits = None, ()
+    if own_only:
+        known = not weights or _is_elementwise(weights, calls)
+        binary = real = 0 if known else None
+    elif isinstance(layer, _MAC_LAYERS):
+        binary, real, input_bits, kernel_bits = _mac_layer_counts(layer, calls)
+    elif not layer.weights or isinstance(layer, _NO_MAC_LAYERS) or _is_elementwise(
+            layer.weights, calls):
+        binary = real = 0
+    else:
+        binary = real = None
+    first = calls[0] if calls else (None, None, None)
+    return LayerProfile(
+        name=name, class_name=type(layer).__name__, input_bits=input_bits,
+        kernel_bits=kernel_bits, input_shape=first[1], output_shape=first[2], params=params,
+        binary_macs=binary, float_macs=real, calls=len(calls),
+    )
+
+
+# -------------------------------------------------------------------------------- formatting
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return f"{n:g}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n:,.2f} B ({n / scale:.2f} {unit})"
+    return f"{n:,.2f} B"
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+def _format(p: ModelProfile) -> list[str]:
+    precisions = sorted({b for r in p.layers for b in r.params} | {1, FLOAT_BITS})
+    header = (["Layer (type)", "In bits", "Kernel bits", "Output shape (batch 1)"]
+              + [f"Params {b}b" for b in precisions]
+              + ["Memory (B)", "Binary MACs", "Float MACs"])
+    body = []
+    for r in p.layers:
+        shape = "-" if r.output_shape is None else str(r.output_shape)
+        body.append(
+            [f"{r.name} ({r.class_name})" + (f" x{r.calls} calls" if r.calls > 1 else ""),
+             "-" if r.input_bits is None else str(r.input_bits),
+             "/".join(str(b) for b in r.kernel_bits) or "-",
+             shape]
+            + [f"{r.params.get(b, 0):,}" for b in precisions]
+            + [f"{r.memory_bytes:,.2f}", _count(r.binary_macs), _count(r.float_macs)]
+        )
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(line(header))
+    lines = [f'Model: "{p.name}"', rule, line(header), rule]
+    lines += [line(row) for row in body]
+    lines += [
+        rule,
+        (f"Total parameters: {p.total_params:,} (binary: {p.binary_params:,}, "
+         f"other: {p.float_params:,})"),
+        f"Model size (binary weights at 1 bit): {_bytes(p.size_bytes)}",
+        f"Float-32 equivalent size: {_bytes(p.float32_size_bytes)}",
+        f"Compression ratio: {p.compression_ratio:.2f}x",
+        f"BOPs (binary MACs): {p.bops:,} ({_human(p.bops)})",
+        f"FLOPs (float MACs): {p.flops:,} ({_human(p.flops)})",
+        f"OPs = BOPs/64 + FLOPs: {p.ops:,.2f} ({_human(p.ops)})",
+        f"Binary MAC fraction: {100 * p.binary_mac_fraction:.2f} %",
+    ]
+    if p.unknown_mac_layers:
+        lines.append("Unknown MACs (not in the totals): " + ", ".join(p.unknown_mac_layers))
+    lines.append(rule)
+    return lines
