@@ -1,0 +1,140 @@
+"""AdaBin quantizers (Tu, Chen, Ren, Wang, ECCV 2022, arXiv 2208.08084; METHODS.md §3.1):
+adaptive binary sets {beta - alpha, beta + alpha} for weights (`AdaBinWeight`) and activations
+(`AdaBinActivation`)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kbnn.quantizers._checks import check_positive
+from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
+from kbnn.quantizers.channelwise import VARIANCE_EPSILON, channel_mean, channel_std
+from kbnn.quantizers.irnet import EDEMixin
+from kbnn.quantizers.registry import register_alias
+from kbnn.quantizers.sign import approx_sign
+
+__all__ = ["AdaBinActivation", "AdaBinWeight", "adabin_weight_set"]
+
+
+def adabin_weight_set(w):
+    """Per-output-channel centre ``beta_w = mean(W)`` and half-distance
+    ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) of the AdaBin weight set."""
+    w = tf.convert_to_tensor(w)
+    beta = channel_mean(w)
+    alpha = channel_std(w, beta, ddof=0, epsilon=VARIANCE_EPSILON)
+    return alpha, beta
+
+
+@register_alias("adabin_weight")
+class AdaBinWeight(EDEMixin, Quantizer):
+    """AdaBin binary weights (arXiv 2208.08084, METHODS.md §3.1).
+
+    Per output channel (over every kernel axis but the last): ``beta_w = mean(W)``,
+    ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) and
+    ``W_b = alpha_w * sign((W - beta_w) / alpha_w) + beta_w``, a binary set
+    {beta_w - alpha_w, beta_w + alpha_w}. No learnable parameters.
+
+    Backward: autograd through the normalisation (alpha_w and beta_w included), with the sign's
+    derivative ``k t (1 - tanh^2(t u))`` (IR-Net's EDE). The official ImageNet code fixes
+    k = 10, t = 0.1 (the defaults); k and t are non-trainable variables, so
+    `kbnn.training.EDESchedule` can anneal them as the official CIFAR code does.
+
+    Inference form: ``BinaryForm(threshold=beta_w, scale=alpha_w, offset=beta_w)``.
+
+    Args:
+        k, t: EDE constants of the sign's gradient.
+    """
+
+    precision = 1
+
+    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self._init_ede(k, t)
+
+    def build(self, input_shape):
+        self._build_ede()
+        self.built = True
+
+    def call(self, inputs, training=None):
+        alpha, beta = adabin_weight_set(inputs)
+        u = (inputs - beta) / alpha
+        return alpha * sign_with_surrogate_grad(u, self.ede_surrogate) + beta
+
+    def binary_form(self, inputs):
+        alpha, beta = adabin_weight_set(inputs)
+        return BinaryForm(threshold=beta, scale=alpha, offset=beta)
+
+    def get_config(self):
+        return {**super().get_config(), **self._ede_config()}
+
+
+class _AtLeast(keras.constraints.Constraint):
+    """Clips a variable to ``>= min_value`` after each update (rebuilt from the owner's config)."""
+
+    def __init__(self, min_value: float):
+        self.min_value = min_value
+
+    def __call__(self, w):
+        return keras.ops.maximum(w, self.min_value)
+
+    def get_config(self):
+        return {"min_value": self.min_value}
+
+
+@register_alias("adabin_activation")
+class AdaBinActivation(Quantizer):
+    """AdaBin activation binarizer (arXiv 2208.08084, METHODS.md §3.1).
+
+    One learnable scalar alpha (init 1) and beta (init 0) per layer, the paper's form
+    ``out = alpha * sign(u) + beta`` with ``u = (x - beta) / alpha``, i.e. the set
+    {beta - alpha, beta + alpha} with threshold beta. Backward: Bi-Real's ApproxSign F' on u,
+    so ``d/dx = F'(u)``, ``d/dbeta = 1 - F'(u)``, ``d/dalpha = sign(u) - u F'(u)``.
+
+    The official code (`BinaryActivation` in `binarylib.py`) instead outputs
+    ``alpha * (sign(u) + beta)``, the set {alpha (beta - 1), alpha (beta + 1)}. The two agree at
+    the init (alpha = 1). kbnn follows the paper (METHODS.md: the paper's definition unless stated
+    otherwise) because there alpha and beta are the half-distance and the centre of the set, as
+    for `AdaBinWeight`, and the centre is the threshold. The code's form has the affine-binary
+    form (threshold beta, scale alpha, offset alpha * beta), which the paper's form reproduces
+    only where alpha = 1 or beta = 0: weights trained with the code need that variant.
+
+    Inference form: ``BinaryForm(threshold=beta, scale=alpha, offset=beta)``, valid for
+    alpha > 0, which a constraint keeps (alpha is clipped to ``>= min_alpha`` after each update).
+
+    Args:
+        alpha_initializer, beta_initializer: initializers of the two scalars.
+        min_alpha: lower bound of alpha kept by the constraint (> 0).
+    """
+
+    precision = 1
+
+    def __init__(self, alpha_initializer="ones", beta_initializer="zeros",
+                 min_alpha: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_initializer = keras.initializers.get(alpha_initializer)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.min_alpha = check_positive("AdaBinActivation", "min_alpha", min_alpha)
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=(), initializer=self.alpha_initializer,
+                                     constraint=_AtLeast(self.min_alpha), trainable=True)
+        self.beta = self.add_weight(name="beta", shape=(), initializer=self.beta_initializer,
+                                    trainable=True)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        alpha = tf.cast(self.alpha, inputs.dtype)
+        beta = tf.cast(self.beta, inputs.dtype)
+        return alpha * approx_sign((inputs - beta) / alpha) + beta
+
+    def binary_form(self, inputs):
+        return BinaryForm(threshold=self.beta, scale=self.alpha, offset=self.beta)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha_initializer": keras.initializers.serialize(self.alpha_initializer),
+            "beta_initializer": keras.initializers.serialize(self.beta_initializer),
+            "min_alpha": self.min_alpha,
+        }

@@ -1,0 +1,174 @@
+"""IR-Net quantizers (Qin et al., CVPR 2020, arXiv 1909.10788; METHODS.md §6): `LibraSign`
+(Libra-PB weights) and `EDESign` (sign with the Error Decay Estimator), plus `EDEMixin`, the
+non-trainable k and t that `kbnn.training.EDESchedule` moves during training."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from kbnn.quantizers._checks import check_positive
+from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
+from kbnn.quantizers.channelwise import VARIANCE_EPSILON, channel_count, channel_mean, channel_std
+from kbnn.quantizers.registry import register_alias
+from kbnn.quantizers.sign import channel_mean_abs
+
+__all__ = ["EDEMixin", "EDESign", "LibraSign", "ede_grad", "ede_sign", "libra_sign",
+           "libra_standardize"]
+
+def ede_grad(k, t):
+    """EDE surrogate derivative ``g'(u) = k * t * (1 - tanh^2(t * u))`` (of ``k * tanh(t u)``).
+
+    Computed as ``k t sech^2(t u)``. `k` and `t` may be numbers or (non-trainable) variables; they are read when the gradient
+    is computed, so a schedule that assigns them takes effect at the next step.
+    """
+
+    def grad(u):
+        k_ = tf.cast(k, u.dtype)
+        t_ = tf.cast(t, u.dtype)
+        # sech^2 = 1 - tanh^2 without the float32 cancellation of 1 - tanh^2 for |t u| > ~3;
+        # cosh overflows to inf for |t u| > ~89, giving 0, not NaN
+        return k_ * t_ * tf.square(1.0 / tf.cosh(t_ * u))
+
+    return grad
+
+
+def ede_sign(x, k=10.0, t=0.1):
+    """sign(x) (sign(0) = +1) with the EDE gradient ``k t (1 - tanh^2(t x))``."""
+    return sign_with_surrogate_grad(x, ede_grad(k, t))
+
+
+def libra_standardize(w):
+    """Libra-PB balance and standardisation per output channel.
+
+    Returns ``(w_hat, mean, scale)``: ``w_hat = (w - mean) / std`` with the unbiased std
+    (N - 1, as torch.std in the official code) and the power-of-two scale
+    ``2^round(log2(mean|w_hat|))`` (without gradient).
+    """
+    w = tf.convert_to_tensor(w)
+    mean = channel_mean(w)
+    std = channel_std(w, mean, ddof=1, epsilon=VARIANCE_EPSILON)
+    w_hat = (w - mean) / std
+    mean_abs = channel_mean_abs(w_hat)
+    scale = tf.pow(tf.constant(2.0, w.dtype), tf.round(tf.math.log(mean_abs) / math.log(2.0)))
+    return w_hat, mean, tf.stop_gradient(scale)
+
+
+def libra_sign(w, k=10.0, t=0.1):
+    """IR-Net weights ``s * sign(w_hat)`` with the EDE gradient through the standardisation."""
+    w_hat, _, scale = libra_standardize(w)
+    return scale * ede_sign(w_hat, k, t)
+
+
+class EDEMixin:
+    """k and t of the EDE gradient as non-trainable scalar variables of a quantizer.
+
+    Being variables, they are saved in `.keras` files and can be moved during training by
+    `kbnn.training.EDESchedule`, which finds every layer that is an `EDEMixin`.
+    Subclasses call `_init_ede(k, t)` in ``__init__`` and `_build_ede()` in ``build``.
+    """
+
+    def _init_ede(self, k: float, t: float):
+        owner = type(self).__name__
+        self._k_init = check_positive(owner, "k", k)
+        self._t_init = check_positive(owner, "t", t)
+
+    def _build_ede(self):
+        self.k = self.add_weight(name="k", shape=(),
+                                 initializer=keras.initializers.Constant(self._k_init),
+                                 trainable=False)
+        self.t = self.add_weight(name="t", shape=(),
+                                 initializer=keras.initializers.Constant(self._t_init),
+                                 trainable=False)
+
+    @property
+    def ede_surrogate(self):
+        """The current EDE derivative as a function of the sign's input."""
+        return ede_grad(self.k, self.t)
+
+    def set_ede(self, t: float, k: float):
+        """Assign new t and k (the quantizer must be built)."""
+        self.t.assign(t)
+        self.k.assign(k)
+
+    def _ede_config(self) -> dict:
+        return {"k": self._k_init, "t": self._t_init}
+
+
+@register_alias("ede_sign")
+class EDESign(EDEMixin, Quantizer):
+    """Sign with IR-Net's Error Decay Estimator gradient (arXiv 1909.10788, METHODS.md §6.2).
+
+    Forward: +1 if x >= 0 else -1. Backward: ``k * t * (1 - tanh^2(t * x))``. k and t are
+    non-trainable variables (saved with the model) that `kbnn.training.EDESchedule` moves from
+    (k = 1/t_min, t = t_min), about the identity, to (k = 1, t = t_max), about the sign.
+
+    Inference form: the plain sign, ``BinaryForm()``.
+
+    Args:
+        k, t: initial values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
+    """
+
+    precision = 1
+
+    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self._init_ede(k, t)
+
+    def build(self, input_shape):
+        self._build_ede()
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return sign_with_surrogate_grad(inputs, self.ede_surrogate)
+
+    def binary_form(self, inputs):
+        return BinaryForm()
+
+    def get_config(self):
+        return {**super().get_config(), **self._ede_config()}
+
+
+@register_alias("libra_weight")
+class LibraSign(EDEMixin, Quantizer):
+    """IR-Net Libra-PB binary weights (arXiv 1909.10788, METHODS.md §6.1).
+
+    Per output channel (over every kernel axis but the last): ``w_hat = (w - mean) / std`` with
+    the unbiased std (N - 1); forward ``s * sign(w_hat)`` with the power-of-two scale
+    ``s = 2^round(log2(mean|w_hat|))`` held constant for the gradient. Backward: the EDE
+    derivative ``k t (1 - tanh^2(t w_hat))`` on the sign, and autograd through the
+    standardisation. k and t are non-trainable variables moved by `kbnn.training.EDESchedule`.
+
+    Inference form: ``BinaryForm(threshold=mean, scale=s)`` per output channel (sign(w_hat)
+    equals sign(w - mean) because std > 0).
+
+    Args:
+        k, t: initial EDE values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
+    """
+
+    precision = 1
+
+    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self._init_ede(k, t)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or channel_count(input_shape) < 2:
+            raise ValueError(
+                "LibraSign needs a kernel with at least 2 elements per output channel (for the "
+                f"unbiased std). Received kernel shape {tuple(input_shape)}."
+            )
+        self._build_ede()
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return libra_sign(inputs, self.k, self.t)
+
+    def binary_form(self, inputs):
+        _, mean, scale = libra_standardize(inputs)
+        return BinaryForm(threshold=mean, scale=scale)
+
+    def get_config(self):
+        return {**super().get_config(), **self._ede_config()}
