@@ -2,90 +2,112 @@
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 from keras import ops
 
 from kbnn import quantizers as q
 
-__all__ = ["QuantizedLayerMixin", "QuantConvMixin", "same_padding", "validate_pad_values"]
+__all__ = ["QuantConvMixin", "QuantizedLayerMixin", "same_padding", "validate_pad_values"]
 
 
 def same_padding(
-    spatial_shape: Sequence[int | None],
+    spatial_shape: Sequence,
     kernel_size: Sequence[int],
     strides: Sequence[int],
     dilation_rate: Sequence[int],
-) -> list[tuple[int, int]]:
+) -> list[tuple]:
     """(before, after) amounts that make a VALID conv give TensorFlow's SAME output.
 
     Out = ceil(in / stride); total = max((out - 1) * stride + (k - 1) * d + 1 - in, 0);
-    before = total // 2 (TensorFlow puts the odd pixel after).
+    before = total // 2 (TensorFlow puts the odd pixel after). Sizes may be Python ints
+    (static shapes, the result is ints) or scalar tensors (dynamic shapes).
     """
     pads = []
     for size, k, s, d in zip(spatial_shape, kernel_size, strides, dilation_rate):
         if size is None:
             raise ValueError(
-                "pad_values != 0 with padding='same' needs static spatial input dimensions; "
-                f"received spatial shape {tuple(spatial_shape)}."
+                "same_padding needs known spatial sizes (ints or scalar tensors); received "
+                f"spatial shape {tuple(spatial_shape)}. Pass tf.shape(x) for dynamic sizes."
             )
-        out = math.ceil(size / s)
-        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        out = (size + s - 1) // s
+        total = (out - 1) * s + (k - 1) * d + 1 - size
+        total = max(total, 0) if isinstance(total, int) else tf.maximum(total, 0)
         pads.append((total // 2, total - total // 2))
     return pads
 
 
 def validate_pad_values(layer_name: str, pad_values, input_quantizer) -> float:
-    pad_values = float(pad_values)
-    if input_quantizer is not None and getattr(input_quantizer, "precision", 32) == 1:
-        if pad_values not in (0.0, 1.0):
-            raise ValueError(
-                f"Invalid value for argument `pad_values` of {layer_name}. With a binarized "
-                "input (input_quantizer of precision 1) it must be 0.0 (zero padding) or 1.0 "
-                f"(pad with the +1 level). Received pad_values={pad_values}."
-            )
-    return pad_values
+    """`pad_values` as a float; 0.0 or 1.0 only when the input quantizer binarizes."""
+    try:
+        value = float(pad_values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Invalid value for argument `pad_values` of {layer_name}. Expected a number "
+            f"(0.0 or 1.0 for a binarized input). Received pad_values={pad_values!r}."
+        ) from None
+    if input_quantizer is not None and input_quantizer.precision == 1 and value not in (0.0, 1.0):
+        raise ValueError(
+            f"Invalid value for argument `pad_values` of {layer_name}. With a binarized "
+            f"input (input_quantizer {type(input_quantizer).__name__} of precision 1) it must "
+            "be 0.0 (zero padding) or 1.0 (pad with the +1 level of the input quantizer). "
+            f"Received pad_values={pad_values!r}."
+        )
+    return value
+
+
+def _shape_with_dynamic_dims(x) -> list:
+    """Static dimensions as ints, unknown ones as scalar tensors."""
+    static = list(x.shape)
+    if all(d is not None for d in static):
+        return static
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
 
 
 class QuantizedLayerMixin:
     """Holds an input quantizer and kernel quantizers; builds, serialises and applies them.
 
-    Subclasses declare `_kernel_quantizer_args`: the constructor argument names of their kernel
-    quantizers (``("kernel_quantizer",)``, or depthwise/pointwise for separable convs).
+    Subclasses declare `_kernel_quantizer_args`, the constructor argument names of their kernel
+    quantizers (``("kernel_quantizer",)``, or depthwise/pointwise for separable convs), and
+    implement `_kernel_quantizer_shapes()`, the shape each kernel quantizer is built with.
     """
 
     _kernel_quantizer_args: tuple[str, ...] = ("kernel_quantizer",)
 
     def _init_quantizers(self, input_quantizer, **kernel_quantizers):
-        self.input_quantizer = q.get(input_quantizer, argument="input_quantizer")
-        for name, value in kernel_quantizers.items():
-            setattr(self, name, q.get(value, argument=name))
+        """Resolve the quantizer arguments. Quantizers compute in the layer's dtype policy
+        (e.g. "mixed_float16"), as sub-layers of Keras layers do."""
+        quantizers = {"input_quantizer": input_quantizer, **kernel_quantizers}
+        for name, value in quantizers.items():
+            quantizer = q.get(value, argument=name)
+            if quantizer is not None and self.dtype_policy.quantization_mode is None:
+                quantizer.dtype_policy = self.dtype_policy.name
+            setattr(self, name, quantizer)
         # Set by kbnn.converters while exporting: a function replacing `call`.
         self._export_call: Callable | None = None
 
     @property
     def quantizers(self) -> dict:
+        """The quantizers that are set, by constructor argument name."""
         names = ("input_quantizer",) + self._kernel_quantizer_args
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def is_binary(self) -> bool:
         """True when the input and every kernel are binarized (an LCE binary op candidate)."""
-        iq = self.input_quantizer
-        kqs = [getattr(self, n) for n in self._kernel_quantizer_args]
-        return (
-            iq is not None
-            and iq.precision == 1
-            and any(k is not None for k in kqs)
-            and all(k is not None and k.precision == 1 for k in kqs[:1])
-        )
+        quantizers = [self.input_quantizer] + [getattr(self, n) for n in self._kernel_quantizer_args]
+        return all(k is not None and k.precision == 1 for k in quantizers)
 
-    def _build_quantizers(self, input_shape, **kernel_shapes):
+    def _kernel_quantizer_shapes(self) -> dict:
+        return {"kernel_quantizer": tuple(self._kernel.shape)}
+
+    def build(self, input_shape):
+        super().build(input_shape)
         if self.input_quantizer is not None and not self.input_quantizer.built:
             self.input_quantizer.build(tuple(input_shape))
-        for name, shape in kernel_shapes.items():
+        for name, shape in self._kernel_quantizer_shapes().items():
             quantizer = getattr(self, name)
             if quantizer is not None and not quantizer.built:
                 quantizer.build(tuple(shape))
@@ -103,7 +125,17 @@ class QuantizedLayerMixin:
 
     def _quantizer_config(self) -> dict:
         names = ("input_quantizer",) + self._kernel_quantizer_args
-        return {n: q.serialize(getattr(self, n)) for n in names}
+        config = {}
+        for name in names:
+            serialized = q.serialize(getattr(self, name))
+            if serialized is not None:
+                # The layer builds its quantizers itself (with the right shapes).
+                serialized.pop("build_config", None)
+            config[name] = serialized
+        return config
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._quantizer_config()}
 
     def _finish(self, outputs):
         """Bias and activation, as the Keras layer does them."""
@@ -118,7 +150,11 @@ class QuantizedLayerMixin:
 
 
 class QuantConvMixin(QuantizedLayerMixin):
-    """Convolution with input/kernel quantizers and `pad_values` for SAME/causal padding."""
+    """Convolution with input/kernel quantizers and `pad_values` for SAME/causal padding.
+
+    Subclasses implement `_quantized_conv(x, padding)`: quantize their kernel(s) and convolve
+    the (quantized, explicitly padded) input `x` with the given Keras padding mode.
+    """
 
     def _init_pad_values(self, pad_values):
         self.pad_values = validate_pad_values(type(self).__name__, pad_values, self.input_quantizer)
@@ -134,35 +170,55 @@ class QuantConvMixin(QuantizedLayerMixin):
         return ops.reshape(self.bias, (1, -1) + (1,) * rank)
 
     def pad_level(self, inputs):
-        """The value padded in: 0.0, or the +1 level of the input quantizer for pad_values=1."""
+        """The value padded in: 0.0, or for pad_values=1 the +1 level ``scale + offset`` of
+        the input quantizer's binary form (a float, or a tensor along the channel axis); the
+        literal `pad_values` when the input is not binarized."""
         if self.pad_values == 0.0:
             return 0.0
         form = self.input_quantizer.binary_form(inputs) if self.input_quantizer else None
         if form is None:
             return self.pad_values
-        return tf.cast(form.scale, inputs.dtype) + tf.cast(form.offset, inputs.dtype)
+        if all(isinstance(v, (int, float)) for v in (form.scale, form.offset)):
+            return float(form.scale) + float(form.offset)
+        return ops.cast(form.scale, inputs.dtype) + ops.cast(form.offset, inputs.dtype)
 
-    def padding_amounts(self, input_shape) -> list[tuple[int, int]]:
-        """Explicit (before, after) padding per spatial axis for this layer's padding mode."""
+    def padding_amounts(self, input_shape) -> list[tuple]:
+        """Explicit (before, after) padding per spatial axis for this layer's padding mode.
+
+        `input_shape` is the full input shape (batch and channels included); its spatial sizes
+        must be known (ints or, inside a graph, scalar tensors).
+        """
         rank = len(self.kernel_size)
-        spatial = input_shape[1:-1] if self._channels_last else input_shape[2:]
         if self.padding == "causal":
             return [(self.dilation_rate[0] * (self.kernel_size[0] - 1), 0)]
         if self.padding == "same":
+            spatial = input_shape[1:-1] if self._channels_last else input_shape[2:]
             return same_padding(spatial, self.kernel_size, self.strides, self.dilation_rate)
         return [(0, 0)] * rank
 
     def pad_inputs(self, x):
-        """Apply explicit padding where needed; return the padded input and the conv padding."""
-        padding = self.padding
-        if padding == "valid" or (padding == "same" and self.pad_values == 0.0):
-            return x, padding
-        amounts = self.padding_amounts(tuple(x.shape))
-        full = [(0, 0)] + amounts + [(0, 0)] if self._channels_last else [(0, 0), (0, 0)] + amounts
+        """Pad explicitly where Keras' own padding would not pad with `pad_values`.
+
+        Returns the (possibly padded) input and the padding mode for the convolution. Causal
+        padding and SAME padding with ``pad_values != 0`` become an explicit pad + VALID;
+        a constant pad level is a constant `tf.pad` (the pattern LCE fuses into its bconv).
+        """
+        if self.padding == "valid" or (self.padding == "same" and self.pad_values == 0.0):
+            return x, self.padding
+        amounts = self.padding_amounts(_shape_with_dynamic_dims(x))
+        if self._channels_last:
+            full = [(0, 0)] + amounts + [(0, 0)]
+        else:
+            full = [(0, 0), (0, 0)] + amounts
         level = self.pad_level(x)
         if isinstance(level, float):
-            return ops.pad(x, full, constant_values=level), "valid"
-        return ops.pad(x - level, full) + level, "valid"
+            return tf.pad(x, full, constant_values=level), "valid"
+        # A tensor level (per channel, or learnt): zero-pad, then add level * border mask, so
+        # the values stay exact and the gradient reaches the variables behind the level.
+        if not self._channels_last:
+            level = ops.reshape(level, (-1,) + (1,) * len(amounts))
+        border = tf.pad(tf.zeros_like(x), full, constant_values=1.0)
+        return tf.pad(x, full) + border * level, "valid"
 
     def quantize_depthwise_kernel(self, kernel):
         """Quantize a depthwise kernel (kh, kw, C, M) as (kh, kw, 1, C*M): one output channel
@@ -178,17 +234,17 @@ class QuantConvMixin(QuantizedLayerMixin):
             return self._export_call(inputs)
         x = self.quantize_input(inputs)
         x, padding = self.pad_inputs(x)
-        kernel = self.quantize_kernel(self.kernel)
-        outputs = self.convolution_op_padded(x, kernel, padding)
-        return self._finish(outputs)
+        return self._finish(self._quantized_conv(x, padding))
 
-    def convolution_op_padded(self, inputs, kernel, padding):
+    def _quantized_conv(self, x, padding):
         return ops.conv(
-            inputs,
-            kernel,
+            x,
+            self.quantize_kernel(self.kernel),
             strides=list(self.strides),
             padding=padding,
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
 
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pad_values": self.pad_values}

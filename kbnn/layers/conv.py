@@ -27,8 +27,9 @@ class QuantConv2D(QuantConvMixin, keras.layers.Conv2D):
         kernel_quantizer: quantizer applied to the kernel; per output channel reductions run
             over every kernel axis but the last.
         pad_values: value used for SAME padding: 0.0 pads the quantized input with zeros; 1.0
-            pads with the +1 level of the input quantizer (what LCE runs natively).
-        **kwargs: every argument of `keras.layers.Conv2D`.
+            pads with the +1 level of the input quantizer (what LCE runs natively). With a
+            binarized input only 0.0 and 1.0 are allowed; otherwise any number, padded as is.
+        **kwargs: every argument of `keras.layers.Conv2D` (`groups` included).
     """
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
@@ -36,19 +37,13 @@ class QuantConv2D(QuantConvMixin, keras.layers.Conv2D):
         super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_quantizers(input_shape, kernel_quantizer=self._kernel.shape)
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
 
 
 @_register
 class QuantConv1D(QuantConvMixin, keras.layers.Conv1D):
     """1-D convolution with quantized input and kernel; `padding="causal"` pads on the left
-    with `pad_values` after quantization. See `QuantConv2D` for the quantizer arguments."""
+    with `pad_values` after quantization. See `QuantConv2D` for the quantizer arguments
+    (BinaryNet, arXiv 1602.02830)."""
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
                  pad_values=0.0, **kwargs):
@@ -56,30 +51,30 @@ class QuantConv1D(QuantConvMixin, keras.layers.Conv1D):
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_quantizers(input_shape, kernel_quantizer=self._kernel.shape)
 
-    def pad_inputs(self, x):
-        if self.padding == "causal" and self.pad_values == 0.0:
-            amounts = self.padding_amounts(tuple(x.shape))
-            full = [(0, 0)] + amounts + [(0, 0)] if self._channels_last else [(0, 0), (0, 0)] + amounts
-            return ops.pad(x, full), "valid"
-        return super().pad_inputs(x)
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
+def _depthwise_quantizer_shape(kernel) -> tuple:
+    kh, kw, cin, mult = kernel.shape
+    return (kh, kw, 1, cin * mult)
 
 
 @_register
 class QuantDepthwiseConv2D(QuantConvMixin, keras.layers.DepthwiseConv2D):
-    """Depthwise 2-D convolution with quantized input and depthwise kernel.
+    """Depthwise 2-D convolution with quantized input and depthwise kernel (MobileNet-style
+    depthwise conv, arXiv 1704.04861, binarized as in BinaryNet, arXiv 1602.02830).
 
-    The kernel quantizer sees the kernel as (kh, kw, 1, channels * depth_multiplier), so its
+    The depthwise quantizer sees the kernel as (kh, kw, 1, channels * depth_multiplier), so its
     per-output-channel statistics are per depthwise output channel.
     Note: LCE has no binary depthwise op (a depthwise conv is a grouped conv with one channel
     per group), so a binary QuantDepthwiseConv2D does not lower to LCE bitpacked kernels.
+
+    Args:
+        input_quantizer: quantizer of the input.
+        depthwise_quantizer: quantizer of the depthwise kernel.
+        pad_values: see `QuantConv2D`.
+        **kwargs: every argument of `keras.layers.DepthwiseConv2D`.
     """
+
+    _kernel_quantizer_args = ("depthwise_quantizer",)
 
     def __init__(self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
                  pad_values=0.0, **kwargs):
@@ -87,38 +82,27 @@ class QuantDepthwiseConv2D(QuantConvMixin, keras.layers.DepthwiseConv2D):
         self._init_quantizers(input_quantizer, depthwise_quantizer=depthwise_quantizer)
         self._init_pad_values(pad_values)
 
-    _kernel_quantizer_args = ("depthwise_quantizer",)
+    def _kernel_quantizer_shapes(self):
+        return {"depthwise_quantizer": _depthwise_quantizer_shape(self.kernel)}
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        kh, kw, cin, mult = self.kernel.shape
-        self._build_quantizers(input_shape, depthwise_quantizer=(kh, kw, 1, cin * mult))
-
-    def call(self, inputs):
-        if self._export_call is not None:
-            return self._export_call(inputs)
-        x = self.quantize_input(inputs)
-        x, padding = self.pad_inputs(x)
-        kernel = self.quantize_depthwise_kernel(self.kernel)
-        outputs = ops.depthwise_conv(
-            x, kernel, strides=self.strides, padding=padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
+    def _quantized_conv(self, x, padding):
+        return ops.depthwise_conv(
+            x, self.quantize_depthwise_kernel(self.kernel), strides=self.strides,
+            padding=padding, dilation_rate=self.dilation_rate, data_format=self.data_format,
         )
-        return self._finish(outputs)
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
 
 
 @_register
 class QuantSeparableConv2D(QuantConvMixin, keras.layers.SeparableConv2D):
-    """Separable 2-D convolution: quantized input, depthwise kernel and pointwise kernel.
+    """Separable 2-D convolution (Xception, arXiv 1610.02357) with quantized input, depthwise
+    kernel and pointwise kernel.
 
     Args:
         input_quantizer: quantizer of the layer input (before the depthwise conv).
         depthwise_quantizer: quantizer of the depthwise kernel.
         pointwise_quantizer: quantizer of the pointwise (1x1) kernel.
         pad_values: see `QuantConv2D`; applies to the depthwise stage.
+        **kwargs: every argument of `keras.layers.SeparableConv2D`.
     """
 
     _kernel_quantizer_args = ("depthwise_quantizer", "pointwise_quantizer")
@@ -130,28 +114,17 @@ class QuantSeparableConv2D(QuantConvMixin, keras.layers.SeparableConv2D):
                               pointwise_quantizer=pointwise_quantizer)
         self._init_pad_values(pad_values)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        kh, kw, cin, mult = self.depthwise_kernel.shape
-        self._build_quantizers(
-            input_shape,
-            depthwise_quantizer=(kh, kw, 1, cin * mult),
-            pointwise_quantizer=self.pointwise_kernel.shape,
-        )
+    def _kernel_quantizer_shapes(self):
+        return {
+            "depthwise_quantizer": _depthwise_quantizer_shape(self.depthwise_kernel),
+            "pointwise_quantizer": tuple(self.pointwise_kernel.shape),
+        }
 
-    def call(self, inputs):
-        if self._export_call is not None:
-            return self._export_call(inputs)
-        x = self.quantize_input(inputs)
-        x, padding = self.pad_inputs(x)
-        dw = self.quantize_depthwise_kernel(self.depthwise_kernel)
-        pw = self.quantize_kernel(self.pointwise_kernel, "pointwise_quantizer")
+    def _quantized_conv(self, x, padding):
         outputs = ops.depthwise_conv(
-            x, dw, strides=self.strides, padding=padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
+            x, self.quantize_depthwise_kernel(self.depthwise_kernel), strides=self.strides,
+            padding=padding, dilation_rate=self.dilation_rate, data_format=self.data_format,
         )
-        outputs = ops.conv(outputs, pw, strides=1, padding="valid", data_format=self.data_format)
-        return self._finish(outputs)
-
-    def get_config(self):
-        return {**super().get_config(), **self._quantizer_config(), "pad_values": self.pad_values}
+        pointwise = self.quantize_kernel(self.pointwise_kernel, "pointwise_quantizer")
+        return ops.conv(outputs, pointwise, strides=1, padding="valid",
+                        data_format=self.data_format)

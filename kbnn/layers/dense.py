@@ -28,10 +28,6 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
         super().__init__(units, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_quantizers(input_shape, kernel_quantizer=self._kernel.shape)
-
     def call(self, inputs, training=None):
         if self._export_call is not None:
             return self._export_call(inputs)
@@ -40,4 +36,10 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
         return self._finish(ops.matmul(x, kernel))
 
     def get_config(self):
-        return {**super().get_config(), **self._quantizer_config()}
+        # keras.layers.Dense leaves these constructor arguments out of its config.
+        return {
+            **super().get_config(),
+            "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+        }
