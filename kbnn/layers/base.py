@@ -81,7 +81,7 @@ class QuantizedLayerMixin:
         (e.g. "mixed_float16"), as sub-layers of Keras layers do."""
         quantizers = {"input_quantizer": input_quantizer, **kernel_quantizers}
         for name, value in quantizers.items():
-            quantizer = q.get(value, argument=name)
+            quantizer = q.get(value, argument=name, owner=type(self).__name__)
             if quantizer is not None and self.dtype_policy.quantization_mode is None:
                 quantizer.dtype_policy = self.dtype_policy.name
             setattr(self, name, quantizer)

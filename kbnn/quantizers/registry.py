@@ -46,14 +46,16 @@ def deserialize(config: dict | str | None, custom_objects: dict | None = None):
     return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
 
 
-def get(identifier, argument: str = "quantizer") -> Quantizer | None:
+def get(identifier, argument: str = "quantizer", owner: str | None = None) -> Quantizer | None:
     """Resolve `identifier` to a quantizer instance.
 
     Accepts ``None``, a string alias (e.g. ``"ste_sign"``), a Keras config dict, a `Quantizer`
-    instance or a `Quantizer` subclass. `argument` names the caller's argument in errors.
+    instance or a `Quantizer` subclass. `argument` (and `owner`, the class that takes it) name the
+    caller's argument in errors.
     """
     if identifier is None:
         return None
+    where = f"`{argument}`" + (f" of {owner}" if owner else "")
     if isinstance(identifier, Quantizer):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Quantizer):
@@ -62,7 +64,7 @@ def get(identifier, argument: str = "quantizer") -> Quantizer | None:
         cls = _ALIASES.get(identifier)
         if cls is None:
             raise ValueError(
-                f"Invalid value for argument `{argument}`: unknown quantizer {identifier!r}. "
+                f"Invalid value for argument {where}: unknown quantizer {identifier!r}. "
                 f"Expected one of: {', '.join(known_aliases())}, a config dict, a "
                 f"kbnn.quantizers.Quantizer instance, or None."
             )
@@ -71,12 +73,12 @@ def get(identifier, argument: str = "quantizer") -> Quantizer | None:
         obj = deserialize(identifier)
         if not isinstance(obj, Quantizer):
             raise ValueError(
-                f"Invalid value for argument `{argument}`: the config {identifier!r} does not "
+                f"Invalid value for argument {where}: the config {identifier!r} does not "
                 f"describe a kbnn quantizer (got {type(obj).__name__})."
             )
         return obj
     raise ValueError(
-        f"Invalid value for argument `{argument}`. Expected a quantizer alias string, a config "
+        f"Invalid value for argument {where}. Expected a quantizer alias string, a config "
         f"dict, a kbnn.quantizers.Quantizer instance, or None. Received: {identifier!r} "
         f"(of type {type(identifier).__name__})."
     )
