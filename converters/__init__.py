@@ -1,3 +1,40 @@
-"""kbnn.converters: export kbnn models to TFLite flatbuffers with LCE bitpacked ops."""
+"""kbnn.converters: export kbnn models to TFLite flatbuffers with LCE bitpacked ops.
 
-__all__: list[str] = []
+* `convert(model, target="arm", int8=False, strict=True, ...) -> bytes`: Keras 3 `model.export`
+  + `larq_compute_engine.convert_saved_model`, with every kbnn layer in its export form
+  (binary layers become `LceBconv2d`, the affine forms folded into its multiplier/bias).
+* `inspect(flatbuffer) -> ModelReport`: operators, binary convs, float tensors, sizes.
+* `verify(model, flatbuffer, inputs) -> VerifyReport`: LCE interpreter vs Keras.
+* `ConversionError`: a layer (or model) that cannot be converted as asked.
+
+What lowers (LCE 0.16): binary `QuantConv2D` (any stride/dilation; padding valid, same with
+pad_values 1 (same-one) or 0 (LCE same-zero on arm for a plain sign, else a constant border
+map); groups with a multiple of 32 input channels per group), `QuantConv1D` (a height-1 2-D
+conv; causal padding pads x - t before the sign), `QuantDense` (reshape to [N, M, 1, C] before
+the sign, 1x1 conv). Binary depthwise/separable convs, grouped convs with other group sizes and
+channels_first are refused in strict mode (with strict=False they stay float ops and are listed
+in `ConversionResult.warnings`).
+
+Affine forms (see `binary_conv`): input ``a*s(x - t) + b`` with scalar `a`, per-channel `t` and
+`b`; kernel ``scale_o*S + offset_o``. One LceBconv2d per layer, plus one window-sum LceBconv2d
+and one ADD when the kernel has an offset, and one ADD_N (border map) for zero padding of an
+affine input; `a`, `scale`, `b*sum(W)`, bias and a following BatchNormalization fold into the
+bconv's multiplier/bias. A per-input-channel `a` is refused.
+"""
+
+from .convert import ConversionResult, convert, export_mode
+from .errors import ConversionError
+from .inspection import ModelReport, inspect
+from .verify import VerifyReport, run_flatbuffer, verify
+
+__all__ = [
+    "ConversionError",
+    "ConversionResult",
+    "ModelReport",
+    "VerifyReport",
+    "convert",
+    "export_mode",
+    "inspect",
+    "run_flatbuffer",
+    "verify",
+]

@@ -1,0 +1,248 @@
+"""`convert(model) -> bytes`: Keras 3 model -> SavedModel (`model.export`) -> LCE flatbuffer.
+
+Before export every kbnn quantized layer is put in its export form (`export_mode`), then
+`larq_compute_engine.convert_saved_model` converts the SavedModel. In strict mode the flatbuffer
+is then checked: every binary kbnn layer must have become its LceBconv2d op(s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+from .errors import ConversionError
+from .inspection import ModelReport, inspect
+from .layers import LayerPlan, plan_model
+
+__all__ = ["ConversionResult", "convert", "export_mode"]
+
+_TARGETS = ("arm", "xcore")
+
+
+@dataclass
+class ConversionResult:
+    """What `convert(..., return_report=True)` returns.
+
+    Attributes:
+        flatbuffer: the TFLite model.
+        report: `inspect(flatbuffer)`.
+        plans: the export plan of each kbnn quantized layer.
+        warnings: binary layers that did not become LCE binary ops (strict=False), one line each.
+    """
+
+    flatbuffer: bytes
+    report: ModelReport
+    plans: list[LayerPlan]
+    warnings: list[str] = field(default_factory=list)
+
+    def __bytes__(self) -> bytes:
+        return self.flatbuffer
+
+
+def _fake_quant_layers(model) -> list:
+    from kbnn.quantizers.fake_quant import FakeQuant
+
+    return [l for l in model._flatten_layers(include_self=True, recursive=True)
+            if isinstance(l, FakeQuant)]
+
+
+def _frozen_kernel_fake_quants(plans: list[LayerPlan]) -> dict:
+    """Kernel FakeQuants with their range frozen to constants (read from the kernel now).
+
+    The converter quantizes a weight only when its fake-quant range is a constant; a range
+    computed in the graph (mode="minmax") leaves the layer in float.
+    """
+    from kbnn.quantizers.fake_quant import FakeQuant
+
+    calls = {}
+    for plan in plans:
+        layer = plan.layer
+        for arg in layer._kernel_quantizer_args:
+            fq = getattr(layer, arg, None)
+            if not isinstance(fq, FakeQuant):
+                continue
+            weight = {"kernel_quantizer": "kernel", "depthwise_quantizer": "depthwise_kernel",
+                      "pointwise_quantizer": "pointwise_kernel"}[arg]
+            lo, hi = (float(v) for v in fq.quant_range(tf.convert_to_tensor(getattr(layer, weight)),
+                                                       training=False))
+            calls[fq] = fq.constant_range_call(lo, hi)
+    return calls
+
+
+@contextlib.contextmanager
+def export_mode(model, plans: list[LayerPlan], *, int8: bool = False):
+    """Install the export form of every planned layer (and FakeQuant) and always remove it.
+
+    With ``int8=False`` FakeQuant quantizers export as an exact float emulation (no fake-quant
+    op, so the converter keeps float); with ``int8=True`` they stay fake-quant ops and the
+    converter quantizes.
+    """
+    installed = []
+    try:
+        for plan in plans:
+            if plan.export_call is not None:
+                plan.layer._export_call = plan.export_call
+                installed.append(plan.layer)
+        if int8:
+            for fq, call in _frozen_kernel_fake_quants(plans).items():
+                fq._export_call = call
+                installed.append(fq)
+        else:
+            for fq in _fake_quant_layers(model):
+                fq._export_call = fq.float_emulation
+                installed.append(fq)
+        yield model
+    finally:
+        for layer in installed:
+            layer._export_call = None
+
+
+def _dtype(value, name: str):
+    if value is None:
+        return tf.float32
+    dtype = tf.as_dtype(value)
+    if dtype not in (tf.float32, tf.int8):
+        raise ConversionError(f"`{name}` must be tf.float32 or tf.int8, got {dtype.name}")
+    return dtype
+
+
+def _export(model, directory: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(directory, format="tf_saved_model", verbose=False)
+    except ConversionError:
+        raise
+    except Exception as err:  # a TF/Keras error while tracing the export graph
+        raise ConversionError(
+            f"exporting the model to a SavedModel failed: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+            fix="check that every layer supports the TensorFlow backend and static shapes",
+        ) from err
+
+
+def _lce_convert(directory: str, *, target: str, input_type, output_type) -> bytes:
+    from larq_compute_engine import convert_saved_model
+
+    try:
+        return convert_saved_model(directory, inference_input_type=input_type,
+                                   inference_output_type=output_type, target=target)
+    except Exception as err:
+        raise ConversionError(
+            f"the LCE converter failed: {type(err).__name__}: {str(err).strip()[:500]}",
+            fix="see the converter message; int8 input/output needs FakeQuant quantizers",
+        ) from err
+
+
+def _check_binary_ops(plans: list[LayerPlan], report: ModelReport, strict: bool) -> list[str]:
+    """Compare the LceBconv2d count with the plans; return warning lines (or raise)."""
+    notes = []
+    refused = [p for p in plans if p.binary and not p.lowerable]
+    for plan in refused:
+        if strict:
+            raise plan.error()
+        notes.append(f"{plan.name}: kept as float ops: {plan.reason}. Fix: {plan.fix}")
+    expected = sum(p.expected_bconvs for p in plans if p.lowerable)
+    if report.n_binary_convs < expected:
+        lowerable = [p for p in plans if p.lowerable]
+        missing = [p for p in lowerable
+                   if _bconvs_of(p.name, report) < p.expected_bconvs] or lowerable
+        names = ", ".join(p.name for p in missing)
+        err = ConversionError(
+            f"the flatbuffer has {report.n_binary_convs} LceBconv2d ops where the binary layers "
+            f"should give {expected}; LCE left these as float ops: {names}",
+            layer=missing[0].name if len(missing) == 1 else None,
+            fix="see the LCE converter log (grouped convs need a multiple of 32 channels per "
+                "group; the sign must feed the conv directly)",
+        )
+        if strict:
+            raise err
+        notes.append(str(err))
+    return notes
+
+
+def _bconvs_of(layer_name: str, report: ModelReport) -> int:
+    """LceBconv2d ops whose tensor names carry the layer's name scope (``name`` or
+    ``name_<n>`` as a path segment); best effort, since TFLite may truncate long names."""
+    pattern = re.compile(rf"^{re.escape(layer_name)}(_\d+)?$")
+    count = 0
+    for bconv in report.bconvs:
+        segments = [seg for name in bconv["tensor_names"] for seg in re.split(r"[/;]", name)]
+        count += any(pattern.match(seg) for seg in segments)
+    return count
+
+
+def convert(
+    model,
+    *,
+    target: str = "arm",
+    int8: bool = False,
+    strict: bool = True,
+    inference_input_type=None,
+    inference_output_type=None,
+    return_report: bool = False,
+):
+    """Convert a Keras 3 kbnn model to a TFLite flatbuffer with LCE bitpacked binary ops.
+
+    Args:
+        model: a built Keras model (Sequential, functional or subclassed; kbnn layers may be
+            nested inside block layers).
+        target: "arm" (default) or "xcore".
+        int8: keep FakeQuant quantizers as fake-quant ops so that the converter emits int8
+            ops (QAT); with False they export as an exact float emulation.
+        strict: raise `ConversionError` if a binary kbnn layer does not become LceBconv2d;
+            with False such layers are converted as float ops and listed as warnings.
+        inference_input_type, inference_output_type: tf.float32 (default) or tf.int8 (needs
+            int8=True).
+        return_report: return a `ConversionResult` (flatbuffer, report, plans, warnings)
+            instead of the bytes.
+
+    Returns:
+        The flatbuffer bytes (or a `ConversionResult`).
+
+    Raises:
+        ConversionError: naming the layer, the reason and the fix.
+    """
+    if target not in _TARGETS:
+        raise ConversionError(f"unknown target {target!r}; expected one of {_TARGETS}")
+    input_type = _dtype(inference_input_type, "inference_input_type")
+    output_type = _dtype(inference_output_type, "inference_output_type")
+    has_fq = bool(_fake_quant_layers(model))
+    if int8 and not has_fq:
+        raise ConversionError(
+            "int8=True needs FakeQuant quantizers in the model (quantization-aware training)",
+            fix="use kbnn.quantizers.FakeQuant as input/kernel quantizer of the float layers",
+        )
+    if tf.int8 in (input_type, output_type) and not int8:
+        raise ConversionError("int8 model input/output needs int8=True",
+                              fix="pass int8=True (and FakeQuant quantizers)")
+    plans = plan_model(model, target)
+    if strict:
+        for plan in plans:
+            if plan.binary and not plan.lowerable:
+                raise plan.error()
+    with tempfile.TemporaryDirectory(prefix="kbnn_export_") as tmp:
+        directory = os.path.join(tmp, "saved_model")
+        with export_mode(model, plans, int8=int8):
+            _export(model, directory)
+        flatbuffer = _lce_convert(directory, target=target, input_type=input_type,
+                                  output_type=output_type)
+    report = inspect(flatbuffer)
+    notes = _check_binary_ops(plans, report, strict)
+    if int8 and report.float_compute_ops:
+        notes.append(
+            f"int8: {len(report.float_compute_ops)} float op(s) kept "
+            f"({', '.join(report.float_compute_ops)}): a full-precision conv/dense needs FakeQuant "
+            "on its input and kernel and a FakeQuant directly after it (a BatchNormalization in "
+            "between keeps it float)")
+    for note in notes:
+        warnings.warn(f"kbnn.converters: {note}", stacklevel=2)
+    if return_report:
+        return ConversionResult(flatbuffer, report, plans, notes)
+    return flatbuffer

@@ -1,0 +1,229 @@
+"""Per-layer export plans: what each kbnn quantized layer becomes in the exported graph.
+
+A plan is made for every kbnn quantized layer of a model (found recursively, also inside nested
+or custom block layers). Binary layers that LCE can run get an export function (installed as the
+layer's ``_export_call``) that emits the graph LCE lowers to ``LceBconv2d``:
+
+* ``QuantConv2D`` / ``QuantConv1D`` (as a 2-D conv with a height-1 axis, expanded *before* the
+  sign) / ``QuantDense`` (reshaped to [N, M, 1, C] before the sign, 1x1 conv, reshaped back);
+* the sign as ``tf.where(x >= t, 1, -1)``, the kernel as a constant sign matrix, and the affine
+  constants folded as described in `binary_conv`.
+
+Layers LCE cannot run as binary ops (depthwise and separable convs, grouped convs with a number
+of channels per group that is not a multiple of 32, channels_first) get a reason and a fix; the
+lowerability is decided here, before converting, so that strict mode can name the exact cause.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kbnn.layers.base import QuantizedLayerMixin
+from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
+from kbnn.layers.dense import QuantDense
+
+from .binary_conv import BinaryConvSpec, binary_conv2d, expected_bconv_count
+from .errors import ConversionError
+from .forms import InputForm, KernelForm, freeze_input_form, freeze_kernel_form
+
+__all__ = ["LayerPlan", "plan_model", "quantized_layers"]
+
+_GROUP_FIX = ("use groups with a number of input channels per group that is a multiple of 32, "
+              "or groups=1")
+_DEPTHWISE_FIX = ("keep the depthwise convolution full precision (no input/depthwise "
+                  "quantizer), or use QuantConv2D(groups=G) with C/G a multiple of 32")
+
+
+@dataclass
+class LayerPlan:
+    """How one kbnn layer is exported.
+
+    Attributes:
+        layer: the layer.
+        binary: ``layer.is_binary`` (input and kernel binarized).
+        expected_bconvs: LceBconv2d ops it should become (0 if it cannot lower).
+        reason / fix: why a binary layer cannot lower to LCE binary ops, and what to change.
+        export_call: the function installed as ``layer._export_call`` (None: own call).
+        correction: the float correction terms its export adds (documentation/report).
+    """
+
+    layer: keras.layers.Layer
+    binary: bool
+    expected_bconvs: int = 0
+    reason: str | None = None
+    fix: str | None = None
+    export_call: Callable | None = None
+    correction: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def lowerable(self) -> bool:
+        return self.binary and self.reason is None
+
+    def error(self) -> ConversionError:
+        return ConversionError(self.reason or "not converted to an LCE binary op",
+                               layer=self.name, fix=self.fix)
+
+
+def quantized_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every kbnn quantized layer in `model`, recursively, in a stable order, without repeats."""
+    seen, found = set(), []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, QuantizedLayerMixin) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+def _scope_name(layer) -> str:
+    return "kbnn_" + re.sub(r"[^A-Za-z0-9_]", "_", layer.name)
+
+
+def _activation(layer):
+    act = getattr(layer, "activation", None)
+    if act is None or act is keras.activations.linear:
+        return None
+    return act
+
+
+def _bias(layer) -> np.ndarray | None:
+    if not getattr(layer, "use_bias", False):
+        return None
+    return np.asarray(keras.ops.convert_to_numpy(layer.bias), np.float64)
+
+
+def _reshape_kernel(kform: KernelForm, shape) -> KernelForm:
+    return KernelForm(sign=kform.sign.reshape(shape), scale=kform.scale, offset=kform.offset)
+
+
+def _corrections(form: InputForm, kform: KernelForm, layer) -> list[str]:
+    notes = []
+    if kform.has_offset:
+        notes.append("window-sum LceBconv2d (kernel offset)")
+    pad0 = getattr(layer, "pad_values", 1.0) == 0.0 and getattr(layer, "padding", "valid") != "valid"
+    if pad0 and not form.is_plain_sign:
+        notes.append("constant border map (zero padding of an affine input)")
+    if form.has_threshold:
+        notes.append("threshold (Sub, folds into a preceding bconv where possible)")
+    return notes
+
+
+def _check_conv_layout(layer) -> None:
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise ConversionError("LCE binary convolutions need channels_last (NHWC) data",
+                              layer=layer.name, fix="use data_format='channels_last'")
+
+
+def _check_groups(layer, cin: int) -> None:
+    groups = int(getattr(layer, "groups", 1) or 1)
+    if groups > 1 and (cin // groups) % 32 != 0:
+        raise ConversionError(
+            f"grouped binary conv with {cin // groups} input channels per group ({groups} "
+            "groups): LCE needs >= 32 input channels per group (multiple of 32)",
+            layer=layer.name, fix=_GROUP_FIX,
+        )
+
+
+def _conv_spec(layer, kform: KernelForm, bias, x_shape, rank: int) -> BinaryConvSpec:
+    amounts = layer.padding_amounts(tuple(x_shape))
+    if rank == 1:
+        amounts = [(0, 0)] + list(amounts)
+        strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
+    else:
+        strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
+    padding = {"valid": "valid", "same": "same", "causal": "explicit"}[layer.padding]
+    return BinaryConvSpec(
+        kernel=kform, strides=strides, dilations=dilations, groups=int(layer.groups),
+        padding=padding, pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts),
+        pad_values=float(layer.pad_values), bias=bias, activation=_activation(layer),
+    )
+
+
+def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
+    _check_conv_layout(layer)
+    kernel = layer.kernel
+    cin = int(kernel.shape[-2]) * int(layer.groups)
+    _check_groups(layer, cin)
+    kform = freeze_kernel_form(layer.kernel_quantizer, kernel, layer.name)
+    if rank == 1:
+        kform = _reshape_kernel(kform, (1,) + tuple(kform.sign.shape))
+    form = freeze_input_form(layer.input_quantizer, cin, layer.name)
+    name = _scope_name(layer)
+    bias = _bias(layer)
+
+    def export_call(inputs):
+        x = tf.expand_dims(inputs, 1) if rank == 1 else inputs
+        spec = _conv_spec(layer, kform, bias, inputs.shape, rank)
+        y = binary_conv2d(x, form, spec, target=target, name=name)
+        return tf.squeeze(y, 1) if rank == 1 else y
+
+    return LayerPlan(layer, True, expected_bconv_count(kform), export_call=export_call,
+                     correction=_corrections(form, kform, layer))
+
+
+def _plan_dense(layer, target: str) -> LayerPlan:
+    kernel = layer.kernel
+    cin, units = int(kernel.shape[0]), int(kernel.shape[1])
+    kform = freeze_kernel_form(layer.kernel_quantizer, kernel, layer.name)
+    kform = _reshape_kernel(kform, (1, 1, cin, units))
+    form = freeze_input_form(layer.input_quantizer, cin, layer.name)
+    spec = BinaryConvSpec(kernel=kform, strides=(1, 1), dilations=(1, 1), groups=1,
+                          padding="valid", pad_amounts=((0, 0), (0, 0)), pad_values=0.0,
+                          bias=_bias(layer), activation=_activation(layer))
+    name = _scope_name(layer)
+
+    def export_call(inputs):
+        middle = [int(d) for d in inputs.shape[1:-1]]
+        rows = int(np.prod(middle)) if middle else 1
+        x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches the conv
+        y = binary_conv2d(x, form, spec, target=target, name=name)
+        return tf.reshape(y, [-1, *middle, units])
+
+    return LayerPlan(layer, True, expected_bconv_count(kform), export_call=export_call,
+                     correction=_corrections(form, kform, layer))
+
+
+def _plan_layer(layer, target: str) -> LayerPlan:
+    if not layer.is_binary:
+        return LayerPlan(layer, False)
+    try:
+        if isinstance(layer, (QuantDepthwiseConv2D, QuantSeparableConv2D)):
+            kind = "depthwise" if isinstance(layer, QuantDepthwiseConv2D) else "separable"
+            raise ConversionError(
+                f"LCE has no binary {kind} convolution: a depthwise conv is a grouped conv with "
+                "1 input channel per group, and LCE needs >= 32 input channels per group "
+                "(multiple of 32)",
+                layer=layer.name, fix=_DEPTHWISE_FIX,
+            )
+        if isinstance(layer, QuantConv2D):
+            return _plan_conv(layer, 2, target)
+        if isinstance(layer, QuantConv1D):
+            return _plan_conv(layer, 1, target)
+        if isinstance(layer, QuantDense):
+            return _plan_dense(layer, target)
+        raise ConversionError(
+            f"kbnn.converters has no binary export form for {type(layer).__name__}",
+            layer=layer.name, fix="use QuantConv1D/QuantConv2D/QuantDense for binary layers",
+        )
+    except ConversionError as err:
+        return LayerPlan(layer, True, 0, reason=err.reason, fix=err.fix)
+
+
+def plan_model(model, target: str = "arm") -> list[LayerPlan]:
+    """An export plan for every kbnn quantized layer in `model` (built)."""
+    plans = []
+    for layer in quantized_layers(model):
+        if not layer.built:
+            raise ConversionError("the layer is not built", layer=layer.name,
+                                  fix="call the model on data (or build it) before converting")
+        plans.append(_plan_layer(layer, target))
+    return plans
