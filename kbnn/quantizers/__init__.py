@@ -1,22 +1,68 @@
-"""Quantizers: training form (surrogate gradient) and inference form (affine-binary)."""
+"""Quantizers: training form (surrogate gradient) and inference form (affine-binary).
 
+Every quantizer is a Keras layer resolvable by a string alias through `get`; binarizers expose
+`binary_form(x)`: ``scale * s(x - threshold) + offset``, the only thing the converter reads.
+"""
+
+from kbnn.quantizers.adabin import AdaBinActivation, AdaBinWeight
 from kbnn.quantizers.base import BinaryForm, Quantizer, binary_sign, sign_with_surrogate_grad
+from kbnn.quantizers.dorefa import DoReFa
+from kbnn.quantizers.fake_quant import FakeQuant
+from kbnn.quantizers.irnet import EDEMixin, EDESign, LibraSign, ede_grad, ede_sign
+from kbnn.quantizers.noop import NoOp
+from kbnn.quantizers.reactnet import RSign, ScaledSign
 from kbnn.quantizers.registry import deserialize, get, known_aliases, register_alias, serialize
-from kbnn.quantizers.sign import ApproxSign, SteSign, approx_sign, approx_sign_grad, ste_sign
+from kbnn.quantizers.sign import (
+    ApproxSign,
+    MagnitudeAwareSign,
+    SteHeaviside,
+    SteSign,
+    SwishSign,
+    approx_sign,
+    approx_sign_grad,
+    magnitude_aware_sign,
+    ste_heaviside,
+    ste_sign,
+    swish_sign,
+)
+from kbnn.quantizers.ternary import SteTern, ste_tern
+from kbnn.quantizers.xnor import XnorWeight, xnor_activation_scale
 
 __all__ = [
+    "AdaBinActivation",
+    "AdaBinWeight",
     "ApproxSign",
     "BinaryForm",
+    "DoReFa",
+    "EDEMixin",
+    "EDESign",
+    "FakeQuant",
+    "LibraSign",
+    "MagnitudeAwareSign",
+    "NoOp",
     "Quantizer",
+    "RSign",
+    "ScaledSign",
+    "SteHeaviside",
     "SteSign",
+    "SteTern",
+    "SwishSign",
+    "XnorWeight",
     "approx_sign",
     "approx_sign_grad",
     "binary_sign",
     "deserialize",
+    "ede_grad",
+    "ede_sign",
     "get",
     "known_aliases",
+    "magnitude_aware_sign",
     "register_alias",
     "serialize",
     "sign_with_surrogate_grad",
+    "ste_heaviside",
     "ste_sign",
+    "ste_tern",
+    "swish_sign",
+    "xnor_activation_scale",
 ]
