@@ -1,0 +1,14 @@
+"""Reusable blocks from the BNN literature, built from kbnn layers and quantizers.
+
+Each block is a Keras layer (channels-last) that creates its sub-layers in `build()`, saves to
+`.keras`, lists its binary convolutions in `binary_layers` and converts to one LCE `LceBconv2d`
+per binary convolution. See docs/methods.md.
+"""
+
+from kbnn.blocks.adabin import AdaBinBlock
+from kbnn.blocks.bireal import BiRealBlock
+from kbnn.blocks.reactnet import ReActNetBlock
+from kbnn.blocks.shortcut import AvgPoolShortcut
+from kbnn.blocks.xnor import XnorBlock
+
+__all__ = ["AdaBinBlock", "AvgPoolShortcut", "BiRealBlock", "ReActNetBlock", "XnorBlock"]

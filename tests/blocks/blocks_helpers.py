@@ -1,0 +1,157 @@
+"""Shared helpers of the block tests: the digits two-block model, training, counting layers.
+
+Every count here is computed in the test from the model's structure or by hand, never read
+from the block's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from kbnn.data import load_digits_split
+from kbnn.layers import QuantConv2D
+
+STEM_CHANNELS = 32
+NUM_CLASSES = 10
+
+
+def two_block_model(block1, block2, stem: int = STEM_CHANNELS) -> keras.Model:
+    """Input(8, 8, 1) -> float 3x3 stem conv + BN -> block1 -> block2 -> GAP -> Dense(10).
+
+    The stem BN uses momentum 0.9 like the blocks' BNs: a short fit has ~100 steps, too few for
+    Keras' default 0.99 to settle the moving statistics.
+    """
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(stem, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = block2(block1(x))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, name="classifier")(x)
+    return keras.Model(inputs, outputs)
+
+
+BATCH_SIZE = 64
+
+
+def train_on_digits(model: keras.Model, epochs: int, learning_rate: float = 1e-2, seed: int = 0):
+    """Fit on the digits training split with Adam and a learning rate decaying linearly to 0
+    (the ReActNet / Bi-Real recipe; it also lets the BN moving statistics settle on the final
+    binary weights). Returns (per-epoch losses, test accuracy, data)."""
+    keras.utils.set_random_seed(seed)
+    data = load_digits_split()
+    steps = epochs * -(-len(data.x_train) // BATCH_SIZE)
+    schedule = keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, 0.0)
+    model.compile(keras.optimizers.Adam(schedule),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    predictions = np.argmax(model.predict(data.x_test, verbose=0), axis=-1)
+    accuracy = float(np.mean(predictions == data.y_test))
+    return history.history["loss"], accuracy, data
+
+
+def _is_one_bit(quantizer) -> bool:
+    return quantizer is not None and getattr(quantizer, "precision", 32) == 1
+
+
+def binary_convs(model: keras.Model) -> list:
+    """Every QuantConv2D in the model (walked recursively) whose input and kernel are 1-bit."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, QuantConv2D)
+            and _is_one_bit(layer.input_quantizer) and _is_one_bit(layer.kernel_quantizer)]
+
+
+def random_inputs(n: int = 200, seed: int = 1) -> np.ndarray:
+    """Inputs in the digits value range [-1, 1]."""
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 1)).astype("float32")
+
+
+def conv_macs(k: int, c_in: int, c_out: int, h_out: int, w_out: int) -> int:
+    """METHODS.md §0: k*k*C_in*C_out*H_out*W_out."""
+    return k * k * c_in * c_out * h_out * w_out
+
+
+# Costs shared by every two-block digits model: the float stem (3x3, 1 -> 32 on 8x8) and the
+# classifier Dense(C -> 10).
+STEM_FLOPS = conv_macs(3, 1, STEM_CHANNELS, 8, 8)
+
+
+def classifier_flops(channels: int) -> int:
+    return channels * NUM_CLASSES
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy references (inference mode), written from METHODS.md, independent of kbnn's code.
+
+def np_sign(x):
+    """sign with sign(0) = +1."""
+    return np.where(x >= 0, 1.0, -1.0)
+
+
+def np_same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding: out = ceil(size / stride), the odd pixel goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def np_conv2d_same(x, w, stride: int = 1, pad_value: float = 0.0):
+    """NHWC x (N, H, W, Cin), kernel (kh, kw, Cin, Cout), SAME padding with `pad_value`."""
+    n, h, wd, _ = x.shape
+    kh, kw, _, cout = w.shape
+    (pt, pb), (pl, pr) = np_same_pads(h, kh, stride), np_same_pads(wd, kw, stride)
+    xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=pad_value)
+    ho, wo = -(-h // stride), -(-wd // stride)
+    out = np.zeros((n, ho, wo, cout))
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
+    return out
+
+
+def np_avgpool2_same(x):
+    """2x2 stride-2 average pool, SAME padding, averaging only the pixels inside the image."""
+    n, h, w, c = x.shape
+    ho, wo = -(-h // 2), -(-w // 2)
+    out = np.zeros((n, ho, wo, c))
+    for i in range(ho):
+        for j in range(wo):
+            out[:, i, j, :] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2, :].mean(axis=(1, 2))
+    return out
+
+
+def np_bn(x, layer, epsilon: float = 1e-5):
+    """Inference batch norm with the layer's variables (epsilon as the blocks use)."""
+    g, b, m, v = (np.asarray(w, np.float64) for w in layer.get_weights())
+    return (x - m) / np.sqrt(v + epsilon) * g + b
+
+
+def np_channel_scaled_sign(w):
+    """mean|W| per output channel (last axis) times sign(W): ScaledSign / XNOR / Bi-Real."""
+    return np.abs(w).mean(axis=(0, 1, 2)) * np_sign(w)
+
+
+def np_rprelu(x, gamma, beta, zeta):
+    z = x - gamma
+    return np.where(z > 0, z, beta * z) + zeta
+
+
+def randomize(model: keras.Model, seed: int = 3) -> None:
+    """Give every BN, RPReLU, Maxout, LearnableBias and RSign/AdaBin parameter a random,
+    non-default value (BN variances stay positive, AdaBin alpha > 0), so a reference check
+    exercises each of them."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for var in layer.weights:
+            name = var.path.split("/")[-1]
+            shape = tuple(var.shape)
+            if name in ("kernel", "k", "t"):  # kernels keep their init; EDE k, t: gradient only
+                continue
+            positive = ("moving_variance", "alpha", "gamma_plus", "gamma_minus")
+            if name in positive or (name == "gamma"
+                                    and isinstance(layer, keras.layers.BatchNormalization)):
+                value = rng.uniform(0.5, 1.5, shape)
+            else:
+                value = rng.normal(0.0, 0.3, shape)
+            var.assign(value.astype("float32"))
