@@ -5,10 +5,16 @@ Sub-packages: `kbnn.quantizers`, `kbnn.layers`, `kbnn.constraints`, `kbnn.blocks
 parameters by precision, binary and float MACs.
 """
 
-from kbnn import constraints, layers, quantizers
+import os as _os
+
+# Quieten TensorFlow's C++ INFO/WARNING logs (CUDA probing, CPU features) unless the user set
+# the level; keeps the `kbnn` command's stderr to its own messages.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kbnn import blocks, constraints, layers, quantizers, training  # noqa: E402
 from kbnn.summary import ModelProfile, profile, summary
 
 __version__ = "0.1.0"
 
-__all__ = ["constraints", "layers", "quantizers", "__version__"]
+__all__ = ["blocks", "constraints", "layers", "quantizers", "training", "__version__"]
 __all__ += ["ModelProfile", "profile", "summary"]

@@ -1,0 +1,309 @@
+"""Latency and size of an LCE flatbuffer next to its float twin converted with stock TFLite.
+
+* `float_twin(model)`: the same architecture with every quantizer removed (input/kernel/
+  depthwise/pointwise quantizers set to None, `pad_values` back to 0) and the weights copied.
+* `float_tflite(model)`: a Keras model converted with `tf.lite.TFLiteConverter` (no LCE).
+* `measure_latency(flatbuffer, engine=...)`: min/median wall time of one inference (batch 1)
+  after warm-up, with LCE's interpreter (``engine="lce"``) or the stock TFLite interpreter
+  (``engine="tflite"``, `ai_edge_litert` when installed, else `tf.lite.Interpreter`).
+* `bench(flatbuffer, model)`: both, as `BenchRow`s; `bench_table(rows)` prints them.
+
+Note: LCE ships optimised binary kernels for aarch64/arm32 only; on x86 its bconv kernels are
+generic C++ (LCE.md section 2), so x86 latencies understate what a binary model gains on ARM.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "QUANTIZER_ARGS",
+    "BenchRow",
+    "Latency",
+    "bench",
+    "bench_table",
+    "float_tflite",
+    "float_twin",
+    "machine_info",
+    "measure_latency",
+]
+
+QUANTIZER_ARGS = ("input_quantizer", "kernel_quantizer", "depthwise_quantizer",
+                  "pointwise_quantizer")
+X86_NOTE = ("LCE has optimised binary kernels only for aarch64/arm32; on x86 it runs generic "
+            "kernels, so binary latency here is not representative of ARM devices.")
+
+
+def machine_info() -> str:
+    """CPU model, logical cores, OS and architecture, plus TF and LCE versions, on one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for package in ("tensorflow", "larq-compute-engine"):
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return (f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, " + ", ".join(versions))
+
+
+def _strip_quantizers(config):
+    """A copy of a (nested) layer config with every quantizer argument set to None."""
+    if isinstance(config, dict):
+        out = {k: _strip_quantizers(v) for k, v in config.items()}
+        stripped = False
+        for key in QUANTIZER_ARGS:
+            if out.get(key) is not None:
+                out[key] = None
+                stripped = True
+        if stripped and "pad_values" in out:
+            out["pad_values"] = 0.0
+        return out
+    if isinstance(config, list):
+        return [_strip_quantizers(v) for v in config]
+    return config
+
+
+def _quantizer_variable_ids(model) -> set[int]:
+    from kbnn.quantizers import Quantizer
+
+    ids: set[int] = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, Quantizer):
+            ids.update(id(v) for v in layer.weights)
+    return ids
+
+
+def _identity(inputs, *args, **kwargs):
+    return inputs
+
+
+def _shapes(variables) -> list[tuple]:
+    return [tuple(v.shape) for v in variables]
+
+
+def float_twin(model):
+    """The same architecture with every quantizer removed and the weights copied.
+
+    Each layer is rebuilt from its config with `input_quantizer`, `kernel_quantizer`,
+    `depthwise_quantizer` and `pointwise_quantizer` set to None (and `pad_values` to 0, plain
+    zero padding), then given the original layer's weights (the variables of removed
+    quantizers, e.g. learned thresholds, are dropped). Quantizers that a block creates
+    internally (not in its config) are kept as layers but act as the identity. Works for
+    functional and sequential models.
+
+    Raises:
+        ValueError: the model cannot be cloned layer by layer (e.g. a subclassed model).
+    """
+    import keras
+
+    from kbnn.quantizers import Quantizer
+
+    def clone(layer):
+        return layer.__class__.from_config(_strip_quantizers(layer.get_config()))
+
+    try:
+        twin = keras.models.clone_model(model, clone_function=clone)
+    except Exception as err:
+        raise ValueError(
+            f"cannot build the float twin of model {model.name!r}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    skip = _quantizer_variable_ids(model)
+    for src_layer, dst_layer in zip(model.layers, twin.layers):
+        src, dst = src_layer.weights, dst_layer.weights
+        if _shapes(src) != _shapes(dst):  # quantizers (and their variables) were removed
+            src = [v for v in src if id(v) not in skip]
+        if _shapes(src) != _shapes(dst):
+            raise ValueError(
+                f"cannot build the float twin of model {model.name!r}: layer "
+                f"{src_layer.name!r} has weights {_shapes(src)} but its float version has "
+                f"{_shapes(dst)}."
+            )
+        for s, d in zip(src, dst):
+            d.assign(s)
+    for layer in twin._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, Quantizer):
+            layer.call = _identity
+    return twin
+
+
+def float_tflite(model) -> bytes:
+    """Convert a Keras model with the stock TFLite converter (`model.export` + from_saved_model)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="kbnn_float_") as tmp:
+        directory = os.path.join(tmp, "saved_model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(directory, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(directory).convert()
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall time of one batch-1 inference, in milliseconds, over `runs` timed calls."""
+
+    min_ms: float
+    median_ms: float
+    runs: int
+    threads: int
+
+
+def _random_input(shape, dtype, rng) -> np.ndarray:
+    shape = tuple(int(d) if d and d > 0 else 1 for d in shape)
+    if np.dtype(dtype) == np.int8:
+        return rng.integers(-128, 128, size=shape, dtype=np.int8)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(np.dtype(dtype))
+
+
+def _lce_runner(flatbuffer: bytes, threads: int, rng):
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    from kbnn.converters import inspect
+
+    grouped = any(b.get("channels_in", 0) > 32 * b["filter_shape"][-1]
+                  for b in inspect(flatbuffer).bconvs)
+    interp = Interpreter(flatbuffer, num_threads=threads, use_indirect_bgemm=grouped)
+    x = _random_input(interp.input_shapes[0], interp.input_types[0], rng)
+    return lambda: interp.predict(x)
+
+
+def _tflite_interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def _tflite_runner(flatbuffer: bytes, threads: int, rng):
+    Interpreter = _tflite_interpreter_class()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interp = Interpreter(model_content=flatbuffer, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    x = _random_input(inp["shape"], inp["dtype"], rng)
+
+    def run():
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"])
+
+    return run
+
+
+_ENGINES = {"lce": _lce_runner, "tflite": _tflite_runner}
+
+
+def measure_latency(flatbuffer: bytes, *, engine: str = "lce", threads: int = 1,
+                    runs: int = 50, warmup: int = 5, seed: int = 0) -> Latency:
+    """Time `runs` single-sample inferences (set input, invoke, read output) after `warmup`.
+
+    Args:
+        flatbuffer: the TFLite model.
+        engine: "lce" (LCE interpreter, needed for Lce* ops) or "tflite" (stock interpreter).
+        threads: interpreter threads.
+        runs, warmup: timed and untimed calls.
+    """
+    if engine not in _ENGINES:
+        raise ValueError(f"Invalid value for argument `engine` of measure_latency. Expected one "
+                         f"of {sorted(_ENGINES)}. Received engine={engine!r}.")
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise ValueError("Invalid value for arguments of measure_latency. Expected runs >= 1, "
+                         f"warmup >= 0, threads >= 1. Received runs={runs}, warmup={warmup}, "
+                         f"threads={threads}.")
+    run = _ENGINES[engine](flatbuffer, threads, np.random.default_rng(seed))
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return Latency(min(times), statistics.median(times), runs, threads)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One line of `bench_table`: a flatbuffer, its size and latency.
+
+    `size_ratio` and `speedup` compare with the float row of the same table (float / this).
+    """
+
+    model: str
+    engine: str
+    size_bytes: int
+    latency: Latency
+    size_ratio: float | None = None
+    speedup: float | None = None
+
+
+def bench(flatbuffer: bytes, model=None, *, threads=(1,), runs: int = 50, warmup: int = 5,
+          name: str = "binary (LCE)", float_flatbuffer: bytes | None = None) -> list[BenchRow]:
+    """Latency of `flatbuffer` (LCE interpreter) and of its float twin (stock TFLite).
+
+    The float twin is `float_tflite(float_twin(model))` unless `float_flatbuffer` is given;
+    with neither, only the LCE rows are returned. One row per engine and thread count.
+    """
+    if float_flatbuffer is None and model is not None:
+        float_flatbuffer = float_tflite(float_twin(model))
+    rows = []
+    for t in threads:
+        lce = measure_latency(flatbuffer, engine="lce", threads=t, runs=runs, warmup=warmup)
+        if float_flatbuffer is None:
+            rows.append(BenchRow(name, "lce", len(flatbuffer), lce))
+            continue
+        flt = measure_latency(float_flatbuffer, engine="tflite", threads=t, runs=runs,
+                              warmup=warmup)
+        rows.append(BenchRow("float twin (TFLite)", "tflite", len(float_flatbuffer), flt,
+                             1.0, 1.0))
+        rows.append(BenchRow(name, "lce", len(flatbuffer), lce,
+                             len(float_flatbuffer) / len(flatbuffer),
+                             flt.median_ms / lce.median_ms))
+    return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def bench_table(rows: list[BenchRow], markdown: bool = False) -> str:
+    """Columns: model, engine, threads, size, size ratio, min ms, median ms, speed-up, where the
+    ratios are float / this row (so > 1 means smaller or faster than the float twin)."""
+    header = ["model", "engine", "threads", "size (bytes)", "float/this size", "min ms",
+              "median ms", "float/this time"]
+    body = [[r.model, r.engine, str(r.latency.threads), f"{r.size_bytes:,}", _ratio(r.size_ratio),
+             f"{r.latency.min_ms:.3f}", f"{r.latency.median_ms:.3f}", _ratio(r.speedup)]
+            for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+
+    def fmt(row):
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])

@@ -1,0 +1,406 @@
+"""The `kbnn` command line: convert, inspect, summary, verify, bench and the digits demo.
+
+    kbnn convert MODEL.keras -o OUT.tflite [--int8] [--no-strict] [--verify N]
+    kbnn inspect OUT.tflite
+    kbnn summary MODEL.keras
+    kbnn verify MODEL.keras OUT.tflite [--samples N]
+    kbnn bench OUT.tflite [--model MODEL.keras] [--threads T ...] [--runs R]
+    kbnn demo [--epochs E] [--out DIR]
+
+Errors are one line on stderr (``kbnn: error: ...``) with exit code 1 (2 for usage errors);
+``--debug`` shows the traceback and the native (C++) log of TensorFlow/LCE instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import re
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Modules whose import registers kbnn's Keras-serialisable classes (layers, quantizers, ...).
+_REGISTERING_MODULES = ("kbnn.quantizers", "kbnn.layers", "kbnn.constraints", "kbnn.blocks",
+                        "kbnn.training", "kbnn.zoo")
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+class CLIError(Exception):
+    """A user-facing failure, printed as one line without a traceback."""
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_MESSAGES = None  # where kbnn's own stderr lines go while fd 2 is silenced (None: sys.stderr)
+
+
+def _warn(message: str) -> None:
+    """A kbnn message for stderr that stays visible while native logs are silenced."""
+    print(message, file=_MESSAGES or sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool = True):
+    """Send file descriptor 2 (where TensorFlow's and LCE's C++ code log) to a temporary file
+    while the block runs, so a command's stderr only carries kbnn's own messages (`_warn`)."""
+    global _MESSAGES
+    if not enabled:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr descriptor
+        yield
+        return
+    try:
+        on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced sys.stderr (e.g. pytest capsys)
+        on_fd2 = False
+    previous = _MESSAGES
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        if on_fd2:
+            _MESSAGES = open(os.dup(saved), "w", buffering=1)  # noqa: SIM115
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            if on_fd2:
+                _MESSAGES.close()
+            _MESSAGES = previous
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _existing_file(path: str) -> str:
+    if not os.path.exists(path):
+        raise CLIError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path} is a directory, expected a file")
+    return path
+
+
+def _import_kbnn_objects() -> None:
+    for name in _REGISTERING_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a dependency of the module is missing: a real problem
+                raise
+
+
+def load_keras_model(path: str):
+    """Load a `.keras` file (kbnn classes registered) or raise a one-line `CLIError`."""
+    _existing_file(path)
+    legacy_h5 = path.endswith((".h5", ".hdf5"))
+    if not legacy_h5:
+        is_keras = zipfile.is_zipfile(path)
+        if is_keras:
+            with zipfile.ZipFile(path) as archive:
+                is_keras = "config.json" in archive.namelist()
+        if not is_keras:
+            raise CLIError(f"{path} is not a Keras model (expected a .keras file written by "
+                           "model.save)")
+    _import_kbnn_objects()
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:
+        missing = re.search(r"Could not locate (?:class|function) '([^']+)'", str(err))
+        if missing:
+            raise CLIError(
+                f"{path}: unknown layer or object '{missing.group(1)}' (neither Keras nor kbnn "
+                "defines it; import the module that registers it with "
+                "@keras.saving.register_keras_serializable)"
+            ) from err
+        raise CLIError(f"cannot load {path} as a Keras model: "
+                       f"{type(err).__name__}: {_one_line(err, 200)}") from err
+
+
+def load_flatbuffer(path: str) -> bytes:
+    """Read a `.tflite` file, checking the TFLite file identifier."""
+    with open(_existing_file(path), "rb") as f:
+        data = f.read()
+    if data[4:8] != _TFLITE_IDENTIFIER:
+        raise CLIError(f"{path} is not a TFLite flatbuffer (no 'TFL3' file identifier)")
+    return data
+
+
+def _random_inputs(model, samples: int, seed: int):
+    import numpy as np
+
+    if len(model.inputs) != 1:
+        raise CLIError(f"model {model.name!r} has {len(model.inputs)} inputs; verification "
+                       "with random inputs needs a single-input model")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise CLIError(f"model {model.name!r} has input shape {shape} with unknown dimensions; "
+                       "random inputs need a static shape")
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1.0, 1.0, size=(samples,) + shape).astype(np.float32)
+
+
+def _verify_and_print(model, flatbuffer: bytes, samples: int, seed: int,
+                      min_agreement: float) -> int:
+    from kbnn.converters import verify
+
+    report = verify(model, flatbuffer, _random_inputs(model, samples, seed))
+    print(f"Verification on {samples} random inputs (uniform in [-1, 1]):")
+    print(report.table())
+    agreement = report.top1_agreement
+    score, what = ((agreement, "top-1 agreement") if agreement is not None
+                   else (report.within_tolerance, "fraction of outputs within tolerance"))
+    if score < min_agreement:
+        _warn(f"kbnn: error: {what} {100 * score:.2f} % is below {100 * min_agreement:.2f} %")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _sibling_keras(tflite_path: str) -> str:
+    return os.path.splitext(tflite_path)[0] + ".keras"
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_convert(args) -> int:
+    from kbnn.converters import convert
+
+    model = load_keras_model(args.model)
+    with warnings.catch_warnings():  # the notes are printed below, once
+        warnings.filterwarnings("ignore", message="kbnn.converters:")
+        result = convert(model, target=args.target, int8=args.int8, strict=args.strict,
+                         return_report=True)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(args.output, "wb") as f:
+        f.write(result.flatbuffer)
+    report = result.report
+    print(f"Wrote {args.output}: {report.size_bytes:,} bytes, {report.n_binary_convs} "
+          f"LceBconv2d, {report.bitpacked_weight_bytes:,} bytes of bitpacked weights")
+    for note in result.warnings:
+        print(f"warning: {note}")
+    if args.verify:
+        return _verify_and_print(model, result.flatbuffer, args.verify, args.seed,
+                                 args.min_agreement)
+    return EXIT_OK
+
+
+def _cmd_inspect(args) -> int:
+    from kbnn.converters import inspect
+
+    print(inspect(load_flatbuffer(args.tflite)).table())
+    return EXIT_OK
+
+
+def _cmd_summary(args) -> int:
+    from kbnn.summary import summary
+
+    summary(load_keras_model(args.model))
+    return EXIT_OK
+
+
+def _cmd_verify(args) -> int:
+    flatbuffer = load_flatbuffer(args.tflite)
+    model = load_keras_model(args.model)
+    return _verify_and_print(model, flatbuffer, args.samples, args.seed, args.min_agreement)
+
+
+def _cmd_bench(args) -> int:
+    from kbnn.bench import X86_NOTE, bench, bench_table, float_tflite, float_twin
+
+    flatbuffer = load_flatbuffer(args.tflite)
+    model_path = args.model or _sibling_keras(args.tflite)
+    float_flatbuffer = None
+    if args.model or os.path.exists(model_path):
+        float_flatbuffer = float_tflite(float_twin(load_keras_model(model_path)))
+    else:
+        _warn(f"kbnn: note: no Keras model at {model_path} (pass --model MODEL.keras); "
+              "showing the LCE latency only")
+    rows = bench(flatbuffer, threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
+                 name=os.path.basename(args.tflite), float_flatbuffer=float_flatbuffer)
+    print(bench_table(rows))
+    print(X86_NOTE)
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from kbnn.demo import run_demo
+
+    results = run_demo(epochs=args.epochs, out_dir=args.out, seed=args.seed,
+                       bench_runs=args.bench_runs)
+    print(f"Test accuracy: Keras {100 * results['keras_accuracy']:.2f} %, TFLite "
+          f"{100 * results['tflite_accuracy']:.2f} %; top-1 agreement "
+          f"{100 * results['top1_agreement']:.2f} %; flatbuffer {results['size_ratio']:.1f}x "
+          f"smaller than float. Report: {results['paths']['report.md']}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the `kbnn` command."""
+    from kbnn import __version__
+    from kbnn.demo import DEFAULT_EPOCHS, DEFAULT_OUT_DIR
+
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks and TensorFlow/LCE native logs")
+    parser = argparse.ArgumentParser(
+        prog="kbnn", parents=[debug],
+        description="Binary neural networks for Keras 3: convert to LCE, inspect, verify, "
+                    "benchmark, and the digits demo.")
+    parser.add_argument("--version", action="version", version=f"kbnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("convert", parents=[debug],
+                       help="convert a .keras model to a TFLite flatbuffer with LCE binary ops")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 ops for FakeQuant-trained float layers (QAT)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="convert binary layers LCE cannot lower as float ops (warned) instead "
+                        "of failing")
+    p.add_argument("--target", choices=("arm", "xcore"), default="arm")
+    p.add_argument("--verify", type=_positive_int, default=0, metavar="N",
+                   help="compare with Keras on N random inputs and print the table")
+    _verify_options(p)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("inspect", parents=[debug],
+                       help="operators, binary convolutions and sizes of a flatbuffer")
+    p.add_argument("tflite", metavar="OUT.tflite")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("summary", parents=[debug],
+                       help="per-layer precisions, parameters, memory and binary/float MACs")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("verify", parents=[debug],
+                       help="compare a flatbuffer (LCE interpreter) with its Keras model")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("tflite", metavar="OUT.tflite")
+    p.add_argument("--samples", type=_positive_int, default=100, metavar="N",
+                   help="random inputs to compare (default 100)")
+    _verify_options(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("bench", parents=[debug],
+                       help="LCE latency next to the float twin converted with stock TFLite")
+    p.add_argument("tflite", metavar="OUT.tflite")
+    p.add_argument("--model", metavar="MODEL.keras",
+                   help="Keras model of the flatbuffer, for the float twin (default: "
+                        "OUT.keras beside OUT.tflite)")
+    p.add_argument("--threads", type=_positive_int, nargs="+", default=[1], metavar="T",
+                   help="interpreter threads (one or more values; default 1)")
+    p.add_argument("--runs", type=_positive_int, default=50, metavar="R",
+                   help="timed runs per engine (default 50)")
+    p.add_argument("--warmup", type=int, default=5, metavar="W",
+                   help="untimed warm-up runs (default 5)")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", parents=[debug],
+                       help="train, convert, verify and benchmark a binary net on the digits")
+    p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, metavar="E",
+                   help=f"training epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--out", default=DEFAULT_OUT_DIR, metavar="DIR",
+                   help=f"output folder (default {DEFAULT_OUT_DIR})")
+    p.add_argument("--seed", type=int, default=0, help="seed of data split and training")
+    p.add_argument("--bench-runs", type=_positive_int, default=50, metavar="R",
+                   help="timed runs per engine in the latency benchmark (default 50)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--min-agreement", type=_fraction, default=0.99, metavar="F",
+                   help="exit with status 1 when top-1 agreement is below F (default 0.99)")
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def _fail(message: str) -> int:
+    print(f"kbnn: error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _conversion_error_type():
+    try:
+        from kbnn.converters import ConversionError
+    except ImportError:  # reported as the error it is
+        return ()
+    return ConversionError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `kbnn` command with `argv` (default: sys.argv[1:]); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # usage error (2), --help or --version (0)
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    try:
+        with _native_stderr_silenced(not debug):
+            return args.func(args)
+    except KeyboardInterrupt:
+        print("kbnn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, CLIError):
+            return _fail(str(err))
+        if isinstance(err, _conversion_error_type()):
+            return _fail(f"conversion failed: {err}")
+        if isinstance(err, (OSError, ValueError)):
+            return _fail(f"{type(err).__name__}: {err}")
+        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
