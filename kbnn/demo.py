@@ -77,7 +77,7 @@ def _require_demo_dependencies() -> None:
                if importlib.util.find_spec(module) is None]
     if missing:
         raise ImportError(f"the digits demo needs {' and '.join(missing)}: "
-                          f"pip install {' '.join(missing)}")
+                          f"pip install {' '.join(missing)} (or pip install 'kbnn[demo]')")
 
 
 def plot_history(history: dict[str, list[float]], path: str) -> None:
