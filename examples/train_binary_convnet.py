@@ -7,8 +7,8 @@ import kbnn
 
 digits = load_digits()
 x, y = (digits.images / 8.0 - 1.0)[..., None].astype("float32"), digits.target
-binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-              kernel_constraint="weight_clip", use_bias=False)
+binary = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign",
+              "kernel_constraint": "weight_clip", "use_bias": False}
 model = keras.Sequential([
     keras.Input((8, 8, 1)),
     kbnn.layers.QuantConv2D(32, 3, padding="same", kernel_quantizer="ste_sign", use_bias=False),

@@ -11,10 +11,10 @@ import os as _os
 # the level; keeps the `kbnn` command's stderr to its own messages.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kbnn import blocks, constraints, layers, quantizers, training  # noqa: E402
+from kbnn import blocks, constraints, layers, quantizers, training
 from kbnn.summary import ModelProfile, profile, summary
 
 __version__ = "0.1.0"
 
-__all__ = ["blocks", "constraints", "layers", "quantizers", "training", "__version__"]
+__all__ = ["__version__", "blocks", "constraints", "layers", "quantizers", "training"]
 __all__ += ["ModelProfile", "profile", "summary"]

@@ -18,8 +18,8 @@ def _digits():
 
 
 def _binary_convnet() -> keras.Model:
-    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                  kernel_constraint="weight_clip", use_bias=False)
+    binary = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign",
+                  "kernel_constraint": "weight_clip", "use_bias": False}
     return keras.Sequential([
         keras.Input((8, 8, 1)),
         kbnn.layers.QuantConv2D(32, 3, padding="same", kernel_quantizer="ste_sign",

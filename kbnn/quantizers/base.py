@@ -74,7 +74,7 @@ class BinaryForm:
         x = tf.convert_to_tensor(x)
         return tf.cast(self.scale, x.dtype) * self.sign(x) + tf.cast(self.offset, x.dtype)
 
-    def numpy(self) -> "BinaryForm":
+    def numpy(self) -> BinaryForm:
         """The same form with every field as a numpy array (for freezing at export)."""
         return BinaryForm(*(keras.ops.convert_to_numpy(v) for v in
                             (self.threshold, self.scale, self.offset)))

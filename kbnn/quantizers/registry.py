@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
 from kbnn.quantizers.base import Quantizer
 
-__all__ = ["register_alias", "get", "serialize", "deserialize", "known_aliases"]
+__all__ = ["deserialize", "get", "known_aliases", "register_alias", "serialize"]
 
 _ALIASES: dict[str, type] = {}
 
@@ -72,7 +72,7 @@ def get(identifier, argument: str = "quantizer", owner: str | None = None) -> Qu
     if isinstance(identifier, dict):
         obj = deserialize(identifier)
         if not isinstance(obj, Quantizer):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
                 f"Invalid value for argument {where}: the config {identifier!r} does not "
                 f"describe a kbnn quantizer (got {type(obj).__name__})."
             )
