@@ -16,10 +16,12 @@ channels_first are refused in strict mode (with strict=False they stay float ops
 in `ConversionResult.warnings`).
 
 Affine forms (see `binary_conv`): input ``a*s(x - t) + b`` with scalar `a`, per-channel `t` and
-`b`; kernel ``scale_o*S + offset_o``. One LceBconv2d per layer, plus one window-sum LceBconv2d
-and one ADD when the kernel has an offset, and one ADD_N (border map) for zero padding of an
-affine input; `a`, `scale`, `b*sum(W)`, bias and a following BatchNormalization fold into the
-bconv's multiplier/bias. A per-input-channel `a` is refused.
+`b`; kernel ``scale_o*S + offset_o``. Exactly one LceBconv2d per layer; a kernel offset adds the
+window sum of the binary input as float ops on one channel (SUM over input channels, PADV2,
+AVERAGE_POOL_2D, or one float CONV_2D for dilated/grouped convs) times a per-output-channel MUL,
+joined by one ADD; zero padding of an affine input adds one ADD_N (border map); `a`, `scale`,
+`b*sum(W)`, bias and a following BatchNormalization fold into the bconv's multiplier/bias. A
+per-input-channel `a` is refused.
 """
 
 from .convert import ConversionResult, convert, export_mode

@@ -4,9 +4,9 @@ With the input form ``x_q = a * s + b`` (s = sign(x - t) in {-1,+1}, per-channel
 form ``W = scale_o * S + offset_o`` the layer output is
 
     y_o = a*scale_o * conv(s, S)_o                 -> LceBconv2d, a*scale folds in its multiplier
-        + a*offset_o * window_sum(s)               -> only if offset != 0: a second LceBconv2d of s
-                                                      with the filter a*offset_o * ones (O
-                                                      channels; its multiplier folds)
+        + a*offset_o * window_sum(s)               -> only if offset != 0: float ops on the
+                                                      channel sum of s (SUM, box sum, MUL; see
+                                                      `_window_sum_term`), added with ADD/ADD_N
         + sum_{k,c} b_c * W_{k,c,o}  + bias_o      -> per-channel constant, folds in the bias
         - border_o(p)                              -> only for zero padding when LCE's same-zero
                                                       cannot be used: a numpy constant map
@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from .forms import InputForm, KernelForm
 
-__all__ = ["BinaryConvSpec", "binary_conv2d", "expected_bconv_count"]
+__all__ = ["BinaryConvSpec", "binary_conv2d"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,6 @@ class BinaryConvSpec:
     @property
     def has_padding(self) -> bool:
         return self.padding != "valid" and any(p for pair in self.pad_amounts for p in pair)
-
-
-def expected_bconv_count(kernel: KernelForm) -> int:
-    """LceBconv2d ops one binary layer becomes: 1, plus 1 for the window sum of an offset."""
-    return 1 + int(kernel.has_offset)
 
 
 def _pad_spec(amounts) -> list[list[int]]:
@@ -105,11 +100,49 @@ def _border_map(form: InputForm, spec: BinaryConvSpec, in_hw: Sequence[int]) -> 
     return np.concatenate(parts, axis=-1)
 
 
+def _group_sums(s, groups: int, cin_g: int):
+    """Sum of s over the input channels of each group: [N, H, W, groups]."""
+    if groups == 1:
+        return tf.reduce_sum(s, axis=-1, keepdims=True)
+    grouped = tf.reshape(s, tf.concat([tf.shape(s)[:-1], [groups, cin_g]], axis=0))
+    return tf.reduce_sum(grouped, axis=-1)
+
+
+def _window_sum_term(s, form: InputForm, spec: BinaryConvSpec, *, pad_one: bool,
+                     conv_padding: str, name: str):
+    """``a*offset_o * window_sum(s)`` as float ops on the channel sum of s (one channel per group).
+
+    The channel sum (SUM) is padded like s in the main conv (with cin_g where s pads with +1,
+    with 0 for LCE's same-zero), box-summed over the conv windows (AVERAGE_POOL_2D, VALID, times
+    kh*kw) and multiplied by the per-output-channel constant (MUL). The MUL's input is the pool,
+    never the bconv, so LCE's shape-blind folding of constant Mul/Add into a bconv cannot touch
+    it. AVERAGE_POOL_2D has no dilation and one channel per group cannot broadcast to O outputs,
+    so dilated or grouped convs use one float CONV_2D of the group sums instead, with the filter
+    [kh, kw, groups, O] = a*offset_o where group(o) is the input group and 0 elsewhere.
+    """
+    kernel = spec.kernel
+    kh, kw, cin_g, out = kernel.sign.shape
+    coef = form.a * kernel.offset
+    sums = _group_sums(s, spec.groups, cin_g)
+    if pad_one:
+        sums = tf.pad(sums, _pad_spec(spec.pad_amounts), constant_values=float(cin_g))
+    if spec.groups > 1 or spec.dilations != (1, 1):
+        filters = np.zeros((kh, kw, spec.groups, out))
+        filters[:, :, _group_of_output(spec, out), np.arange(out)] = coef
+        return _conv(sums, filters, spec, conv_padding, name + "_window_sum")
+    if conv_padding == "SAME":  # same-zero: an average pool would not count the zero pads
+        sums = tf.pad(sums, _pad_spec(spec.pad_amounts))
+    if (kh, kw, *spec.strides) != (1, 1, 1, 1):
+        sums = tf.nn.avg_pool2d(sums, [kh, kw], [1, *spec.strides, 1], "VALID",
+                                name=name + "_window_sum")
+    return sums * _const(kh * kw * coef, name + "_window_coef")
+
+
 def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name: str):
     """Export graph of ``conv(pad(x_q), W_q) + bias`` then activation; `x` is NHWC float."""
     t = form.threshold
     threshold = 0.0 if not form.has_threshold else _const(t, name + "_threshold")
-    border = False
+    border, pad_one = False, False
     if spec.padding == "explicit" and spec.has_padding:
         u = x - threshold if form.has_threshold else x
         u = tf.pad(u, _pad_spec(spec.pad_amounts))  # 0 here is s = +1 after the sign
@@ -122,11 +155,10 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
             if spec.pad_values == 0.0 and form.is_plain_sign and target == "arm":
                 conv_padding = "SAME"  # LCE same-zero
             else:
-                s = tf.pad(s, _pad_spec(spec.pad_amounts), constant_values=1.0)
-                border = spec.pad_values == 0.0
+                pad_one, border = True, spec.pad_values == 0.0
     kernel = spec.kernel
-    out = kernel.sign.shape[-1]
-    y = _conv(s, kernel.sign, spec, conv_padding, name + "_bconv")
+    s_main = tf.pad(s, _pad_spec(spec.pad_amounts), constant_values=1.0) if pad_one else s
+    y = _conv(s_main, kernel.sign, spec, conv_padding, name + "_bconv")
     multiplier = form.a * kernel.scale
     constant = _b_constant(form, spec)
     if spec.bias is not None:
@@ -135,23 +167,20 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
         y = y * _const(multiplier, name + "_multiplier")
     if np.any(constant != 0.0):
         y = y + _const(constant, name + "_bias")
+    # Terms that vary over space join the bconv output in one ADD (two activations) or ADD_N
+    # (with the constant border map): LCE folds any constant Add/Mul that follows a bconv into
+    # its bias/multiplier whatever the constant's shape, so none may be a constant Add/Mul.
+    terms = []
     if kernel.has_offset:
-        # a second bconv with the all-ones filter scaled per output channel (+-coef_o is still a
-        # binary filter). Not a 1-channel bconv times coef: LCE folds any constant Mul/Add into
-        # the preceding bconv without checking shapes, which breaks a broadcasting multiply
-        # (checked: even with a BROADCAST_TO in between, TFLite folds it away first).
-        coef = form.a * kernel.offset
-        kh, kw, cin_g, _ = kernel.sign.shape
-        coef_filter = np.ones((kh, kw, cin_g, out)) * np.where(coef == 0.0, 1.0, coef)
-        window_sum = _conv(s, coef_filter, spec, conv_padding, name + "_window_sum")
-        if np.any(coef == 0.0):
-            window_sum = window_sum * _const((coef != 0.0).astype(np.float64), name + "_mask")
-        y = y + window_sum
+        terms.append(_window_sum_term(s, form, spec, pad_one=pad_one, conv_padding=conv_padding,
+                                      name=name))
     if border:
-        # AddN, not Add/Sub: LCE would fold a constant Add into the bconv bias whatever its
-        # shape, and this map varies over space.
         in_hw = (int(x.shape[1]), int(x.shape[2]))
-        y = tf.math.add_n([y, _const(-_border_map(form, spec, in_hw), name + "_border")])
+        terms.append(_const(-_border_map(form, spec, in_hw), name + "_border"))
+    if len(terms) == 1 and not border:
+        y = y + terms[0]
+    elif terms:
+        y = tf.math.add_n([y, *terms])  # AddN: a constant Add would fold into the bconv bias
     if spec.activation is not None:
         y = spec.activation(y)
     return y

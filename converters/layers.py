@@ -28,7 +28,7 @@ from kbnn.layers.base import QuantizedLayerMixin
 from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.layers.dense import QuantDense
 
-from .binary_conv import BinaryConvSpec, binary_conv2d, expected_bconv_count
+from .binary_conv import BinaryConvSpec, binary_conv2d
 from .errors import ConversionError
 from .forms import InputForm, KernelForm, freeze_input_form, freeze_kernel_form
 
@@ -108,7 +108,8 @@ def _reshape_kernel(kform: KernelForm, shape) -> KernelForm:
 def _corrections(form: InputForm, kform: KernelForm, layer) -> list[str]:
     notes = []
     if kform.has_offset:
-        notes.append("window-sum LceBconv2d (kernel offset)")
+        notes.append("window sum (kernel offset): float SUM over input channels, box sum "
+                     "(AVERAGE_POOL_2D; CONV_2D if dilated or grouped), MUL, ADD")
     pad0 = getattr(layer, "pad_values", 1.0) == 0.0 and getattr(layer, "padding", "valid") != "valid"
     if pad0 and not form.is_plain_sign:
         notes.append("constant border map (zero padding of an affine input)")
@@ -166,7 +167,7 @@ def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
         y = binary_conv2d(x, form, spec, target=target, name=name)
         return tf.squeeze(y, 1) if rank == 1 else y
 
-    return LayerPlan(layer, True, expected_bconv_count(kform), export_call=export_call,
+    return LayerPlan(layer, True, 1, export_call=export_call,
                      correction=_corrections(form, kform, layer))
 
 
@@ -188,7 +189,7 @@ def _plan_dense(layer, target: str) -> LayerPlan:
         y = binary_conv2d(x, form, spec, target=target, name=name)
         return tf.reshape(y, [-1, *middle, units])
 
-    return LayerPlan(layer, True, expected_bconv_count(kform), export_call=export_call,
+    return LayerPlan(layer, True, 1, export_call=export_call,
                      correction=_corrections(form, kform, layer))
 
 
