@@ -1,7 +1,9 @@
-"""Shared helpers of the block tests: the digits two-block model, training, counting layers.
+"""Shared helpers of the block tests: the digits two-block model, training, counting layers,
+reading a flatbuffer's ops, numpy references.
 
-Every count here is computed in the test from the model's structure or by hand, never read
-from the block's own bookkeeping.
+Every count here is computed in the test from the model's structure, from the flatbuffer read
+with TensorFlow's schema, or by hand, never read from the block's or the converter's own
+bookkeeping.
 """
 
 from __future__ import annotations
@@ -61,6 +63,22 @@ def binary_convs(model: keras.Model) -> list:
             and _is_one_bit(layer.input_quantizer) and _is_one_bit(layer.kernel_quantizer)]
 
 
+def flatbuffer_ops(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """(op name, input tensor shapes) of every op of subgraph 0, read with TensorFlow's
+    flatbuffer schema directly (not through kbnn.converters)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(flatbuffer), 0))
+    names = [c.customCode.decode() if c.customCode
+             else builtin[max(c.builtinCode, c.deprecatedBuiltinCode)]
+             for c in model.operatorCodes]
+    graph = model.subgraphs[0]
+    return [(names[op.opcodeIndex],
+             [tuple(int(d) for d in graph.tensors[i].shape) if i >= 0 else () for i in op.inputs])
+            for op in graph.operators]
+
+
 def random_inputs(n: int = 200, seed: int = 1) -> np.ndarray:
     """Inputs in the digits value range [-1, 1]."""
     return np.random.default_rng(seed).uniform(-1, 1, (n, 8, 8, 1)).astype("float32")
@@ -82,6 +100,28 @@ def classifier_flops(channels: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # numpy references (inference mode), written from METHODS.md, independent of kbnn's code.
+
+def as_f64(variable) -> np.ndarray:
+    return np.asarray(variable, np.float64)
+
+
+def single_block_model(block, shape) -> keras.Model:
+    """Input(shape) -> block, every BN/quantizer/activation parameter randomized."""
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, block(inputs))
+    randomize(model)
+    return model
+
+
+def assert_matches_reference(block, shape, reference, rng) -> np.ndarray:
+    """Run `block` (randomized, inference mode) on two normal samples of `shape` and compare with
+    `reference(block, x)` computed in float64; returns the block's output."""
+    model = single_block_model(block, shape)
+    x = rng.normal(size=(2, *shape)).astype("float32")
+    got = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(got, reference(block, x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    return got
+
 
 def np_sign(x):
     """sign with sign(0) = +1."""
@@ -130,6 +170,14 @@ def np_bn(x, layer, epsilon: float = 1e-5):
 def np_channel_scaled_sign(w):
     """mean|W| per output channel (last axis) times sign(W): ScaledSign / XNOR / Bi-Real."""
     return np.abs(w).mean(axis=(0, 1, 2)) * np_sign(w)
+
+
+def np_shortcut(block, x):
+    """Bi-Real / AdaBin shortcut: x itself, or BN(conv1x1(avgpool2(x) if strided else x))."""
+    if block.shortcut is None:
+        return x
+    pooled = np_avgpool2_same(x) if block.strides == 2 else x
+    return np_bn(np_conv2d_same(pooled, as_f64(block.shortcut.conv.kernel)), block.shortcut.bn)
 
 
 def np_rprelu(x, gamma, beta, zeta):

@@ -1,37 +1,27 @@
 """XnorBlock (XNOR-Net, arXiv 1603.05279, METHODS.md §9.1): BN -> sign -> binary conv with XNOR
-weights, the optional activation scale K, training on digits, .keras round trip, LCE conversion
-and BOP/FLOP counts."""
+weights, the optional activation scale K against a numpy reference and hand values, structure,
+argument checks. Training, .keras round trip, conversion and BOP/FLOP counts:
+test_block_contract.py."""
 
-import keras
 import numpy as np
 import pytest
 from blocks_helpers import (
-    STEM_FLOPS,
-    binary_convs,
-    classifier_flops,
-    conv_macs,
+    as_f64,
+    assert_matches_reference,
     np_bn,
     np_channel_scaled_sign,
     np_conv2d_same,
     np_sign,
-    random_inputs,
-    randomize,
-    train_on_digits,
-    two_block_model,
 )
-from kbnn.converters import convert, inspect, verify
 
-import kbnn
 from kbnn.blocks import XnorBlock
-
-EPOCHS = 3
 
 
 def _reference(block, x):
     """out = conv(sign(BN(x)), alpha sign(W)) [* K], K = mean_c|BN(x)| (*) box(kh, kw)."""
     y = np_bn(x, block.bn)
-    w = np.asarray(block.conv.kernel, np.float64)
-    out = np_conv2d_same(np_sign(y), np_channel_scaled_sign(w), block.strides, block.pad_values)
+    w = np_channel_scaled_sign(as_f64(block.conv.kernel))
+    out = np_conv2d_same(np_sign(y), w, block.strides, block.pad_values)
     if block.activation_scale:
         kh, kw = block.kernel_size
         a = np.abs(y).mean(axis=-1, keepdims=True)
@@ -49,12 +39,7 @@ def test_forward_matches_numpy_reference(filters, kernel_size, strides, activati
                                          pad_values, shape, rng):
     block = XnorBlock(filters, kernel_size, strides=strides, activation_scale=activation_scale,
                       pad_values=pad_values)
-    inputs = keras.Input(shape)
-    model = keras.Model(inputs, block(inputs))
-    randomize(model)
-    x = rng.normal(size=(2,) + shape).astype("float32")
-    np.testing.assert_allclose(np.asarray(model(x, training=False)),
-                               _reference(block, x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    assert_matches_reference(block, shape, _reference, rng)
 
 
 def test_xnor_weight_scale_hand_values():
@@ -108,58 +93,3 @@ def test_structure_and_weight_clip():
 def test_bad_arguments_raise_value_error(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}` of XnorBlock"):
         XnorBlock(**kwargs)
-
-
-# --- two blocks on digits: 8x8x32 -> XnorBlock(32) -> XnorBlock(64, s2, with K) -> 4x4x64
-
-@pytest.fixture(scope="module")
-def trained():
-    keras.utils.set_random_seed(0)
-    model = two_block_model(XnorBlock(32, name="plain"),
-                            XnorBlock(64, strides=2, activation_scale=True, name="scaled"))
-    losses, accuracy, _ = train_on_digits(model, EPOCHS)
-    return model, losses, accuracy
-
-
-@pytest.fixture(scope="module")
-def flatbuffer(trained):
-    return convert(trained[0], strict=True)
-
-
-def test_two_block_model_trains_on_digits(trained):
-    _, losses, accuracy = trained
-    assert losses[-1] < 0.5 * losses[0], losses
-    assert accuracy > 0.8, accuracy  # chance is 0.1; about 0.95 measured
-
-
-def test_keras_round_trip_gives_identical_outputs(trained, tmp_path):
-    model = trained[0]
-    path = str(tmp_path / "xnor.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    x = random_inputs(32)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
-    assert loaded.get_layer("scaled").get_config() == model.get_layer("scaled").get_config()
-
-
-def test_converts_to_one_bconv_per_binary_conv(trained, flatbuffer):
-    model = trained[0]
-    assert len(binary_convs(model)) == 2
-    report = inspect(flatbuffer)
-    assert report.count("LceBconv2d") == len(binary_convs(model))
-    # float convs: the stem and K's one-channel box filter
-    assert report.count("CONV_2D") == 2
-
-
-def test_verify_agrees_with_keras(trained, flatbuffer):
-    result = verify(trained[0], flatbuffer, random_inputs(200))
-    assert result.top1_agreement >= 0.99
-    assert result.max_abs_diff < 1e-3
-
-
-def test_profile_counts_bops_and_flops_by_hand(trained):
-    counts = kbnn.profile(trained[0])
-    bops = conv_macs(3, 32, 32, 8, 8) + conv_macs(3, 32, 64, 4, 4)
-    # K's box filter is not a layer and, as in the published XNOR-Net counts, not counted
-    flops = STEM_FLOPS + classifier_flops(64)
-    assert (counts.bops, counts.flops) == (bops, flops) == (884_736, 19_072)
