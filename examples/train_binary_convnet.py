@@ -8,19 +8,13 @@ import kbnn
 digits = load_digits()
 x, y = (digits.images / 8.0 - 1.0)[..., None].astype("float32"), digits.target
 binary = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign",
-              "kernel_constraint": "weight_clip", "use_bias": False}
+          "kernel_constraint": "weight_clip", "use_bias": False, "padding": "same"}
 model = keras.Sequential([
     keras.Input((8, 8, 1)),
     kbnn.layers.QuantConv2D(32, 3, padding="same", kernel_quantizer="ste_sign", use_bias=False),
-    keras.layers.BatchNormalization(),
-    kbnn.layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary),
-    keras.layers.MaxPooling2D(2),
-    keras.layers.BatchNormalization(),
-    keras.layers.Flatten(),
-    kbnn.layers.QuantDense(10, **binary),
-    keras.layers.BatchNormalization(),
-    keras.layers.Activation("softmax"),
-])
+    keras.layers.BatchNormalization(), kbnn.layers.QuantConv2D(64, 3, pad_values=1.0, **binary),
+    keras.layers.MaxPooling2D(2), keras.layers.BatchNormalization(), keras.layers.Flatten(),
+    keras.layers.Dense(10, activation="softmax")])
 model.compile("adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 model.fit(x[:1400], y[:1400], epochs=10, validation_data=(x[1400:], y[1400:]))
-kbnn.summary(model)
+kbnn.summary(model)   # bits, parameters by precision, binary and float MACs, OPs
