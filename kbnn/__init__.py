@@ -18,3 +18,12 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "blocks", "constraints", "layers", "quantizers", "training"]
 __all__ += ["ModelProfile", "profile", "summary"]
+
+
+def __getattr__(name: str):
+    """`kbnn.converters` and `kbnn.zoo` load on first use (the converter imports LCE)."""
+    if name in ("converters", "zoo"):
+        import importlib
+
+        return importlib.import_module(f"kbnn.{name}")
+    raise AttributeError(f"module 'kbnn' has no attribute {name!r}")
