@@ -8,7 +8,7 @@ from kbnn.quantizers.adabin import AdaBinActivation, AdaBinWeight
 from kbnn.quantizers.base import BinaryForm, Quantizer, binary_sign, sign_with_surrogate_grad
 from kbnn.quantizers.dorefa import DoReFa
 from kbnn.quantizers.fake_quant import FakeQuant
-from kbnn.quantizers.irnet import EDEMixin, EDESign, LibraSign, ede_grad, ede_sign
+from kbnn.quantizers.irnet import EDEQuantizer, EDESign, LibraSign, ede_grad, ede_sign
 from kbnn.quantizers.noop import NoOp
 from kbnn.quantizers.reactnet import RSign, ScaledSign
 from kbnn.quantizers.registry import deserialize, get, known_aliases, register_alias, serialize
@@ -34,7 +34,7 @@ __all__ = [
     "ApproxSign",
     "BinaryForm",
     "DoReFa",
-    "EDEMixin",
+    "EDEQuantizer",
     "EDESign",
     "FakeQuant",
     "LibraSign",

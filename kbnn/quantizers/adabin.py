@@ -10,7 +10,7 @@ import tensorflow as tf
 from kbnn.quantizers._checks import check_positive
 from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
 from kbnn.quantizers.channelwise import VARIANCE_EPSILON, channel_mean, channel_std
-from kbnn.quantizers.irnet import EDEMixin
+from kbnn.quantizers.irnet import EDEQuantizer
 from kbnn.quantizers.registry import register_alias
 from kbnn.quantizers.sign import approx_sign
 
@@ -27,7 +27,7 @@ def adabin_weight_set(w):
 
 
 @register_alias("adabin_weight")
-class AdaBinWeight(EDEMixin, Quantizer):
+class AdaBinWeight(EDEQuantizer):
     """AdaBin binary weights (arXiv 2208.08084, METHODS.md §3.1).
 
     Per output channel (over every kernel axis but the last): ``beta_w = mean(W)``,
@@ -46,16 +46,6 @@ class AdaBinWeight(EDEMixin, Quantizer):
         k, t: EDE constants of the sign's gradient.
     """
 
-    precision = 1
-
-    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
-        self._init_ede(k, t)
-
-    def build(self, input_shape):
-        self._build_ede()
-        self.built = True
-
     def call(self, inputs, training=None):
         alpha, beta = adabin_weight_set(inputs)
         u = (inputs - beta) / alpha
@@ -64,9 +54,6 @@ class AdaBinWeight(EDEMixin, Quantizer):
     def binary_form(self, inputs):
         alpha, beta = adabin_weight_set(inputs)
         return BinaryForm(threshold=beta, scale=alpha, offset=beta)
-
-    def get_config(self):
-        return {**super().get_config(), **self._ede_config()}
 
 
 class _AtLeast(keras.constraints.Constraint):

@@ -1,5 +1,5 @@
 """IR-Net quantizers (Qin et al., CVPR 2020, arXiv 1909.10788; METHODS.md §6): `LibraSign`
-(Libra-PB weights) and `EDESign` (sign with the Error Decay Estimator), plus `EDEMixin`, the
+(Libra-PB weights) and `EDESign` (sign with the Error Decay Estimator), plus `EDEQuantizer`, the
 non-trainable k and t that `kbnn.training.EDESchedule` moves during training."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from kbnn.quantizers.channelwise import VARIANCE_EPSILON, channel_count, channel
 from kbnn.quantizers.registry import register_alias
 from kbnn.quantizers.sign import channel_mean_abs
 
-__all__ = ["EDEMixin", "EDESign", "LibraSign", "ede_grad", "ede_sign", "libra_sign",
+__all__ = ["EDEQuantizer", "EDESign", "LibraSign", "ede_grad", "ede_sign", "libra_sign",
            "libra_standardize"]
 
 def ede_grad(k, t):
@@ -62,26 +62,38 @@ def libra_sign(w, k=10.0, t=0.1):
     return scale * ede_sign(w_hat, k, t)
 
 
-class EDEMixin:
-    """k and t of the EDE gradient as non-trainable scalar variables of a quantizer.
+class EDEQuantizer(Quantizer):
+    """Base of the quantizers whose sign uses the EDE gradient: k and t as non-trainable scalar
+    variables.
 
     Being variables, they are saved in `.keras` files and can be moved during training by
-    `kbnn.training.EDESchedule`, which finds every layer that is an `EDEMixin`.
-    Subclasses call `_init_ede(k, t)` in ``__init__`` and `_build_ede()` in ``build``.
+    `kbnn.training.EDESchedule`, which finds every `EDEQuantizer` in a model. Subclasses may
+    override `check_input_shape` to validate what they quantize.
+
+    Args:
+        k, t: initial EDE values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
     """
 
-    def _init_ede(self, k: float, t: float):
+    precision = 1
+
+    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
         owner = type(self).__name__
         self._k_init = check_positive(owner, "k", k)
         self._t_init = check_positive(owner, "t", t)
 
-    def _build_ede(self):
+    def check_input_shape(self, input_shape) -> None:
+        """Raise ValueError for inputs this quantizer cannot handle (none by default)."""
+
+    def build(self, input_shape):
+        self.check_input_shape(input_shape)
         self.k = self.add_weight(name="k", shape=(),
                                  initializer=keras.initializers.Constant(self._k_init),
                                  trainable=False)
         self.t = self.add_weight(name="t", shape=(),
                                  initializer=keras.initializers.Constant(self._t_init),
                                  trainable=False)
+        self.built = True
 
     @property
     def ede_surrogate(self):
@@ -93,12 +105,12 @@ class EDEMixin:
         self.t.assign(t)
         self.k.assign(k)
 
-    def _ede_config(self) -> dict:
-        return {"k": self._k_init, "t": self._t_init}
+    def get_config(self) -> dict:
+        return {**super().get_config(), "k": self._k_init, "t": self._t_init}
 
 
 @register_alias("ede_sign")
-class EDESign(EDEMixin, Quantizer):
+class EDESign(EDEQuantizer):
     """Sign with IR-Net's Error Decay Estimator gradient (arXiv 1909.10788, METHODS.md §6.2).
 
     Forward: +1 if x >= 0 else -1. Backward: ``k * t * (1 - tanh^2(t * x))``. k and t are
@@ -111,28 +123,15 @@ class EDESign(EDEMixin, Quantizer):
         k, t: initial values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
     """
 
-    precision = 1
-
-    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
-        self._init_ede(k, t)
-
-    def build(self, input_shape):
-        self._build_ede()
-        self.built = True
-
     def call(self, inputs, training=None):
         return sign_with_surrogate_grad(inputs, self.ede_surrogate)
 
     def binary_form(self, inputs):
         return BinaryForm()
 
-    def get_config(self):
-        return {**super().get_config(), **self._ede_config()}
-
 
 @register_alias("libra_weight")
-class LibraSign(EDEMixin, Quantizer):
+class LibraSign(EDEQuantizer):
     """IR-Net Libra-PB binary weights (arXiv 1909.10788, METHODS.md §6.1).
 
     Per output channel (over every kernel axis but the last): ``w_hat = (w - mean) / std`` with
@@ -148,20 +147,12 @@ class LibraSign(EDEMixin, Quantizer):
         k, t: initial EDE values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
     """
 
-    precision = 1
-
-    def __init__(self, k: float = 10.0, t: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
-        self._init_ede(k, t)
-
-    def build(self, input_shape):
+    def check_input_shape(self, input_shape) -> None:
         if len(input_shape) < 2 or channel_count(input_shape) < 2:
             raise ValueError(
                 "LibraSign needs a kernel with at least 2 elements per output channel (for the "
                 f"unbiased std). Received kernel shape {tuple(input_shape)}."
             )
-        self._build_ede()
-        self.built = True
 
     def call(self, inputs, training=None):
         return libra_sign(inputs, self.k, self.t)
@@ -169,6 +160,3 @@ class LibraSign(EDEMixin, Quantizer):
     def binary_form(self, inputs):
         _, mean, scale = libra_standardize(inputs)
         return BinaryForm(threshold=mean, scale=scale)
-
-    def get_config(self):
-        return {**super().get_config(), **self._ede_config()}

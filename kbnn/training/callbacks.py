@@ -9,7 +9,7 @@ import warnings
 import keras
 
 from kbnn.quantizers._checks import check_positive
-from kbnn.quantizers.irnet import EDEMixin
+from kbnn.quantizers.irnet import EDEQuantizer
 
 __all__ = ["EDESchedule", "ede_schedule_values"]
 
@@ -26,11 +26,11 @@ def ede_schedule_values(epoch: int, total_epochs: int, t_min: float = 0.1,
     return t, max(1.0 / t, 1.0)
 
 
-def ede_quantizers(model: keras.layers.Layer) -> list[EDEMixin]:
+def ede_quantizers(model: keras.layers.Layer) -> list[EDEQuantizer]:
     """Every layer of `model` (recursively, nested layers and quantizers included) that holds
     EDE variables."""
     return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(layer, EDEMixin)]
+            if isinstance(layer, EDEQuantizer)]
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
@@ -73,7 +73,7 @@ class EDESchedule(keras.callbacks.Callback):
                 f"strictly positive integer. Received total_epochs={total_epochs!r}."
             )
         self.total_epochs = None if total_epochs is None else int(total_epochs)
-        self._quantizers: list[EDEMixin] = []
+        self._quantizers: list[EDEQuantizer] = []
         self._current: tuple[float, float] | None = None
 
     def _total_epochs(self) -> int:
