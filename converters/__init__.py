@@ -21,7 +21,9 @@ window sum of the binary input as float ops on one channel (SUM over input chann
 AVERAGE_POOL_2D, or one float CONV_2D for dilated/grouped convs) times a per-output-channel MUL,
 joined by one ADD; zero padding of an affine input adds one ADD_N (border map); `a`, `scale`,
 `b*sum(W)`, bias and a following BatchNormalization fold into the bconv's multiplier/bias. A
-per-input-channel `a` is refused.
+per-input-channel `a` is refused. A BatchNormalization directly (and only) after a layer with
+correction terms folds in kbnn (`bn_fold`: every term scaled per channel, the shift in the bias);
+LCE folds one after a plain bconv itself.
 """
 
 from .convert import ConversionResult, convert, export_mode

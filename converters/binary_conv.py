@@ -11,6 +11,11 @@ form ``W = scale_o * S + offset_o`` the layer output is
         - border_o(p)                              -> only for zero padding when LCE's same-zero
                                                       cannot be used: a numpy constant map
 
+An optional per-output-channel affine map ``k_o * y_o + c_o`` after the bias (a folded
+BatchNormalization, `BinaryConvSpec.out_scale/out_shift`) scales every term by k and adds c to the
+constant, so it costs no op: LCE cannot fold a BN that follows the ADD/ADD_N of the correction
+terms, so those layers fold it here.
+
 Padding. ``pad_values=1`` (pad with the +1 level a + b) is s padded with +1: an explicit
 ``tf.pad(s, 1.0)`` + VALID conv, which LCE runs natively as same-one. ``pad_values=0`` pads x_q
 with 0: for a plain sign (all b == 0) on the arm target that is LCE's same-zero SAME conv; in
@@ -29,7 +34,7 @@ import tensorflow as tf
 
 from .forms import InputForm, KernelForm
 
-__all__ = ["BinaryConvSpec", "binary_conv2d"]
+__all__ = ["BinaryConvSpec", "binary_conv2d", "has_correction_terms", "needs_border_map"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,28 @@ class BinaryConvSpec:
     pad_values: float
     bias: np.ndarray | None
     activation: Callable | None
+    out_scale: np.ndarray | None = None  # per-output-channel k of a folded ``k * y + c``
+    out_shift: np.ndarray | None = None  # per-output-channel c (applied before `activation`)
 
     @property
     def has_padding(self) -> bool:
         return self.padding != "valid" and any(p for pair in self.pad_amounts for p in pair)
+
+
+def needs_border_map(form: InputForm, padding: str, pad_values: float, target: str) -> bool:
+    """Whether zero padding (with non-zero pad amounts) needs the constant border map: always for
+    explicit (causal) padding, and for SAME padding unless LCE's same-zero can be used (a plain
+    sign on the arm target). `padding` is "valid", "same" or "explicit"."""
+    if padding == "valid" or pad_values != 0.0:
+        return False
+    return padding == "explicit" or not (form.is_plain_sign and target == "arm")
+
+
+def has_correction_terms(form: InputForm, kernel: KernelForm, padding: str, pad_values: float,
+                         target: str) -> bool:
+    """Whether the export adds space-varying float terms (window sum, border map) to the bconv
+    output, after which LCE cannot fold a following per-channel Mul/Add (a BatchNormalization)."""
+    return kernel.has_offset or needs_border_map(form, padding, pad_values, target)
 
 
 def _pad_spec(amounts) -> list[list[int]]:
@@ -109,8 +132,9 @@ def _group_sums(s, groups: int, cin_g: int):
 
 
 def _window_sum_term(s, form: InputForm, spec: BinaryConvSpec, *, pad_one: bool,
-                     conv_padding: str, name: str):
-    """``a*offset_o * window_sum(s)`` as float ops on the channel sum of s (one channel per group).
+                     conv_padding: str, out_scale, name: str):
+    """``out_scale_o * a*offset_o * window_sum(s)`` as float ops on the channel sum of s (one
+    channel per group).
 
     The channel sum (SUM) is padded like s in the main conv (with cin_g where s pads with +1,
     with 0 for LCE's same-zero), box-summed over the conv windows (AVERAGE_POOL_2D, VALID, times
@@ -122,7 +146,7 @@ def _window_sum_term(s, form: InputForm, spec: BinaryConvSpec, *, pad_one: bool,
     """
     kernel = spec.kernel
     kh, kw, cin_g, out = kernel.sign.shape
-    coef = form.a * kernel.offset
+    coef = out_scale * form.a * kernel.offset
     sums = _group_sums(s, spec.groups, cin_g)
     if pad_one:
         sums = tf.pad(sums, _pad_spec(spec.pad_amounts), constant_values=float(cin_g))
@@ -139,7 +163,8 @@ def _window_sum_term(s, form: InputForm, spec: BinaryConvSpec, *, pad_one: bool,
 
 
 def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name: str):
-    """Export graph of ``conv(pad(x_q), W_q) + bias`` then activation; `x` is NHWC float."""
+    """Export graph of ``out_scale * (conv(pad(x_q), W_q) + bias) + out_shift`` then activation;
+    `x` is NHWC float."""
     t = form.threshold
     threshold = 0.0 if not form.has_threshold else _const(t, name + "_threshold")
     border, pad_one = False, False
@@ -147,7 +172,8 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
         u = x - threshold if form.has_threshold else x
         u = tf.pad(u, _pad_spec(spec.pad_amounts))  # 0 here is s = +1 after the sign
         s = tf.where(u >= 0.0, 1.0, -1.0)
-        conv_padding, border = "VALID", spec.pad_values == 0.0
+        conv_padding = "VALID"
+        border = needs_border_map(form, spec.padding, spec.pad_values, target)
     else:
         s = tf.where(x >= threshold, 1.0, -1.0)
         conv_padding = "VALID"
@@ -155,14 +181,19 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
             if spec.pad_values == 0.0 and form.is_plain_sign and target == "arm":
                 conv_padding = "SAME"  # LCE same-zero
             else:
-                pad_one, border = True, spec.pad_values == 0.0
+                pad_one = True
+                border = needs_border_map(form, spec.padding, spec.pad_values, target)
     kernel = spec.kernel
     s_main = tf.pad(s, _pad_spec(spec.pad_amounts), constant_values=1.0) if pad_one else s
     y = _conv(s_main, kernel.sign, spec, conv_padding, name + "_bconv")
-    multiplier = form.a * kernel.scale
+    out_scale = 1.0 if spec.out_scale is None else spec.out_scale
+    multiplier = out_scale * form.a * kernel.scale
     constant = _b_constant(form, spec)
     if spec.bias is not None:
         constant = constant + spec.bias
+    constant = out_scale * constant
+    if spec.out_shift is not None:
+        constant = constant + spec.out_shift
     if not np.all(multiplier == 1.0):
         y = y * _const(multiplier, name + "_multiplier")
     if np.any(constant != 0.0):
@@ -173,10 +204,10 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
     terms = []
     if kernel.has_offset:
         terms.append(_window_sum_term(s, form, spec, pad_one=pad_one, conv_padding=conv_padding,
-                                      name=name))
+                                      out_scale=out_scale, name=name))
     if border:
         in_hw = (int(x.shape[1]), int(x.shape[2]))
-        terms.append(_const(-_border_map(form, spec, in_hw), name + "_border"))
+        terms.append(_const(-out_scale * _border_map(form, spec, in_hw), name + "_border"))
     if len(terms) == 1 and not border:
         y = y + terms[0]
     elif terms:

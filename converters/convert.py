@@ -1,6 +1,7 @@
 """`convert(model) -> bytes`: Keras 3 model -> SavedModel (`model.export`) -> LCE flatbuffer.
 
-Before export every kbnn quantized layer is put in its export form (`export_mode`), then
+Before export every kbnn quantized layer is put in its export form (`export_mode`; a
+BatchNormalization that LCE could not fold after it is folded into it, see `bn_fold`), then
 `larq_compute_engine.convert_saved_model` converts the SavedModel. In strict mode the flatbuffer
 is then checked: every binary kbnn layer must have become its LceBconv2d op(s).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from .bn_fold import fold_batch_norms, identity_call, restore_call, set_call
 from .errors import ConversionError
 from .inspection import ModelReport, inspect
 from .layers import LayerPlan, plan_model
@@ -79,16 +81,20 @@ def _frozen_kernel_fake_quants(plans: list[LayerPlan]) -> dict:
 def export_mode(model, plans: list[LayerPlan], *, int8: bool = False):
     """Install the export form of every planned layer (and FakeQuant) and always remove it.
 
+    A BatchNormalization folded into a plan (`LayerPlan.folded_bn`) is an identity meanwhile.
+
     With ``int8=False`` FakeQuant quantizers export as an exact float emulation (no fake-quant
     op, so the converter keeps float); with ``int8=True`` they stay fake-quant ops and the
     converter quantizes.
     """
-    installed = []
+    installed, identities = [], []
     try:
         for plan in plans:
             if plan.export_call is not None:
                 plan.layer._export_call = plan.export_call
                 installed.append(plan.layer)
+            if plan.folded_bn is not None:
+                identities.append((plan.folded_bn, set_call(plan.folded_bn, identity_call)))
         if int8:
             for fq, call in _frozen_kernel_fake_quants(plans).items():
                 fq._export_call = call
@@ -101,6 +107,8 @@ def export_mode(model, plans: list[LayerPlan], *, int8: bool = False):
     finally:
         for layer in installed:
             layer._export_call = None
+        for bn, previous in reversed(identities):
+            restore_call(bn, previous)
 
 
 def _dtype(value, name: str):
@@ -227,6 +235,7 @@ def convert(
         for plan in plans:
             if plan.binary and not plan.lowerable:
                 raise plan.error()
+    fold_batch_norms(model, plans)
     with tempfile.TemporaryDirectory(prefix="kbnn_export_") as tmp:
         directory = os.path.join(tmp, "saved_model")
         with export_mode(model, plans, int8=int8):

@@ -9,6 +9,10 @@ layer's ``_export_call``) that emits the graph LCE lowers to ``LceBconv2d``:
 * the sign as ``tf.where(x >= t, 1, -1)``, the kernel as a constant sign matrix, and the affine
   constants folded as described in `binary_conv`.
 
+Layers whose export adds correction terms (and have no activation) also get `fold_affine`, which
+builds the export function with a following per-channel ``k * y + c`` (a BatchNormalization,
+see `bn_fold`) folded in.
+
 Layers LCE cannot run as binary ops (depthwise and separable convs, grouped convs with a number
 of channels per group that is not a multiple of 32, channels_first) get a reason and a fix; the
 lowerability is decided here, before converting, so that strict mode can name the exact cause.
@@ -28,7 +32,7 @@ from kbnn.layers.base import QuantizedLayerMixin
 from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.layers.dense import QuantDense
 
-from .binary_conv import BinaryConvSpec, binary_conv2d
+from .binary_conv import BinaryConvSpec, binary_conv2d, has_correction_terms, needs_border_map
 from .errors import ConversionError
 from .forms import InputForm, KernelForm, freeze_input_form, freeze_kernel_form
 
@@ -51,6 +55,11 @@ class LayerPlan:
         reason / fix: why a binary layer cannot lower to LCE binary ops, and what to change.
         export_call: the function installed as ``layer._export_call`` (None: own call).
         correction: the float correction terms its export adds (documentation/report).
+        fold_affine: ``(scale, shift) -> export function`` of the layer followed by the
+            per-output-channel map ``scale * y + shift``; only for layers whose export has
+            correction terms (LCE cannot fold a following BatchNormalization into their bconv)
+            and no activation, else None.
+        folded_bn: the BatchNormalization folded into `export_call` (an identity during export).
     """
 
     layer: keras.layers.Layer
@@ -60,6 +69,8 @@ class LayerPlan:
     fix: str | None = None
     export_call: Callable | None = None
     correction: list[str] = field(default_factory=list)
+    fold_affine: Callable | None = None
+    folded_bn: keras.layers.Layer | None = None
 
     @property
     def name(self) -> str:
@@ -105,13 +116,24 @@ def _reshape_kernel(kform: KernelForm, shape) -> KernelForm:
     return KernelForm(sign=kform.sign.reshape(shape), scale=kform.scale, offset=kform.offset)
 
 
-def _corrections(form: InputForm, kform: KernelForm, layer) -> list[str]:
+def _spec_padding(layer) -> str:
+    """The `BinaryConvSpec.padding` of a layer ("valid" for dense layers)."""
+    padding = getattr(layer, "padding", "valid")
+    return {"valid": "valid", "same": "same", "causal": "explicit"}[padding]
+
+
+def _has_correction_terms(form: InputForm, kform: KernelForm, layer, target: str) -> bool:
+    return has_correction_terms(form, kform, _spec_padding(layer),
+                                float(getattr(layer, "pad_values", 1.0)), target)
+
+
+def _corrections(form: InputForm, kform: KernelForm, layer, target: str) -> list[str]:
     notes = []
     if kform.has_offset:
         notes.append("window sum (kernel offset): float SUM over input channels, box sum "
                      "(AVERAGE_POOL_2D; CONV_2D if dilated or grouped), MUL, ADD")
-    pad0 = getattr(layer, "pad_values", 1.0) == 0.0 and getattr(layer, "padding", "valid") != "valid"
-    if pad0 and not form.is_plain_sign:
+    if needs_border_map(form, _spec_padding(layer), float(getattr(layer, "pad_values", 1.0)),
+                        target):
         notes.append("constant border map (zero padding of an affine input)")
     if form.has_threshold:
         notes.append("threshold (Sub, folds into a preceding bconv where possible)")
@@ -134,19 +156,27 @@ def _check_groups(layer, cin: int) -> None:
         )
 
 
-def _conv_spec(layer, kform: KernelForm, bias, x_shape, rank: int) -> BinaryConvSpec:
+def _conv_spec(layer, kform: KernelForm, bias, x_shape, rank: int, affine) -> BinaryConvSpec:
     amounts = layer.padding_amounts(tuple(x_shape))
     if rank == 1:
         amounts = [(0, 0)] + list(amounts)
         strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
     else:
         strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
-    padding = {"valid": "valid", "same": "same", "causal": "explicit"}[layer.padding]
     return BinaryConvSpec(
         kernel=kform, strides=strides, dilations=dilations, groups=int(layer.groups),
-        padding=padding, pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts),
+        padding=_spec_padding(layer), pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts),
         pad_values=float(layer.pad_values), bias=bias, activation=_activation(layer),
+        out_scale=affine[0], out_shift=affine[1],
     )
+
+
+def _with_fold(plan: LayerPlan, make_export: Callable, form: InputForm, kform: KernelForm,
+               target: str) -> LayerPlan:
+    """Give `plan` its `fold_affine` where a following BatchNormalization cannot fold in LCE."""
+    if _activation(plan.layer) is None and _has_correction_terms(form, kform, plan.layer, target):
+        plan.fold_affine = lambda scale, shift: make_export((scale, shift))
+    return plan
 
 
 def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
@@ -161,14 +191,18 @@ def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
     name = _scope_name(layer)
     bias = _bias(layer)
 
-    def export_call(inputs):
-        x = tf.expand_dims(inputs, 1) if rank == 1 else inputs
-        spec = _conv_spec(layer, kform, bias, inputs.shape, rank)
-        y = binary_conv2d(x, form, spec, target=target, name=name)
-        return tf.squeeze(y, 1) if rank == 1 else y
+    def make_export(affine=(None, None)):
+        def export_call(inputs):
+            x = tf.expand_dims(inputs, 1) if rank == 1 else inputs
+            spec = _conv_spec(layer, kform, bias, inputs.shape, rank, affine)
+            y = binary_conv2d(x, form, spec, target=target, name=name)
+            return tf.squeeze(y, 1) if rank == 1 else y
 
-    return LayerPlan(layer, True, 1, export_call=export_call,
-                     correction=_corrections(form, kform, layer))
+        return export_call
+
+    plan = LayerPlan(layer, True, 1, export_call=make_export(),
+                     correction=_corrections(form, kform, layer, target))
+    return _with_fold(plan, make_export, form, kform, target)
 
 
 def _plan_dense(layer, target: str) -> LayerPlan:
@@ -177,20 +211,27 @@ def _plan_dense(layer, target: str) -> LayerPlan:
     kform = freeze_kernel_form(layer.kernel_quantizer, kernel, layer.name)
     kform = _reshape_kernel(kform, (1, 1, cin, units))
     form = freeze_input_form(layer.input_quantizer, cin, layer.name)
-    spec = BinaryConvSpec(kernel=kform, strides=(1, 1), dilations=(1, 1), groups=1,
-                          padding="valid", pad_amounts=((0, 0), (0, 0)), pad_values=0.0,
-                          bias=_bias(layer), activation=_activation(layer))
+    bias = _bias(layer)
     name = _scope_name(layer)
 
-    def export_call(inputs):
-        middle = [int(d) for d in inputs.shape[1:-1]]
-        rows = int(np.prod(middle)) if middle else 1
-        x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches the conv
-        y = binary_conv2d(x, form, spec, target=target, name=name)
-        return tf.reshape(y, [-1, *middle, units])
+    def make_export(affine=(None, None)):
+        spec = BinaryConvSpec(kernel=kform, strides=(1, 1), dilations=(1, 1), groups=1,
+                              padding="valid", pad_amounts=((0, 0), (0, 0)), pad_values=0.0,
+                              bias=bias, activation=_activation(layer),
+                              out_scale=affine[0], out_shift=affine[1])
 
-    return LayerPlan(layer, True, 1, export_call=export_call,
-                     correction=_corrections(form, kform, layer))
+        def export_call(inputs):
+            middle = [int(d) for d in inputs.shape[1:-1]]
+            rows = int(np.prod(middle)) if middle else 1
+            x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches the conv
+            y = binary_conv2d(x, form, spec, target=target, name=name)
+            return tf.reshape(y, [-1, *middle, units])
+
+        return export_call
+
+    plan = LayerPlan(layer, True, 1, export_call=make_export(),
+                     correction=_corrections(form, kform, layer, target))
+    return _with_fold(plan, make_export, form, kform, target)
 
 
 def _plan_layer(layer, target: str) -> LayerPlan:
