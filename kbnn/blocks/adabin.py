@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kbnn import layers as kl
+from kbnn import quantizers as kq
 from kbnn.blocks._common import (
     BinaryBlock,
     batch_norm,
@@ -40,13 +41,24 @@ class AdaBinBlock(BinaryBlock):
         filters: output channels.
         strides: 1 or 2.
         pad_values: SAME padding of the binarized activation. 0.0 pads with zeros, as the
-            official code does (needed to reproduce published checkpoints); the converter then
-            adds a constant border-correction map. 1.0 pads with the +1 level of the activation
-            set (beta + alpha), which LCE runs natively ("same-one"): the faster export.
+            official code does; the converter then adds a constant border-correction map. 1.0
+            pads with the +1 level of the activation set, which LCE runs natively
+            ("same-one"): the faster export.
+        activation_form: "paper" (default, ``alpha * sign(u) + beta``) or "code" (the
+            official code's ``alpha * (sign(u) + beta)``); see `AdaBinActivation`. To
+            reproduce weights trained with the official code use ``activation_form="code"``
+            and ``pad_values=0.0``.
     """
 
-    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0,
+                 activation_form: str = "paper", **kwargs):
         super().__init__(**kwargs)
+        if activation_form not in kq.AdaBinActivation.FORMS:
+            raise ValueError(
+                "Invalid value for argument `activation_form` of AdaBinBlock. Expected one of "
+                f"{kq.AdaBinActivation.FORMS}. Received activation_form={activation_form!r}."
+            )
+        self.activation_form = activation_form
         self.filters = check_positive_int("AdaBinBlock", "filters", filters)
         self.strides = check_strides("AdaBinBlock", strides)
         self.pad_values = check_pad_values("AdaBinBlock", pad_values)
@@ -54,7 +66,8 @@ class AdaBinBlock(BinaryBlock):
     def build(self, input_shape):
         channels = input_shape[-1]
         init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
-        self.conv = binary_conv(self.filters, 3, self.strides, "adabin_activation",
+        self.conv = binary_conv(self.filters, 3, self.strides,
+                                kq.AdaBinActivation(form=self.activation_form),
                                 "adabin_weight", self.pad_values, name=f"{self.name}_conv",
                                 kernel_initializer=init)
         self.bn = batch_norm(f"{self.name}_bn")
@@ -77,4 +90,4 @@ class AdaBinBlock(BinaryBlock):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "pad_values": self.pad_values}
+                "pad_values": self.pad_values, "activation_form": self.activation_form}

@@ -73,32 +73,44 @@ class _AtLeast(keras.constraints.Constraint):
 class AdaBinActivation(Quantizer):
     """AdaBin activation binarizer (arXiv 2208.08084, METHODS.md §3.1).
 
-    One learnable scalar alpha (init 1) and beta (init 0) per layer, the paper's form
-    ``out = alpha * sign(u) + beta`` with ``u = (x - beta) / alpha``, i.e. the set
-    {beta - alpha, beta + alpha} with threshold beta. Backward: Bi-Real's ApproxSign F' on u,
-    so ``d/dx = F'(u)``, ``d/dbeta = 1 - F'(u)``, ``d/dalpha = sign(u) - u F'(u)``.
+    One learnable scalar alpha (init 1) and beta (init 0) per layer; ``u = (x - beta) / alpha``
+    and Bi-Real's ApproxSign F' on u in the backward pass. Two forms:
 
-    The official code (`BinaryActivation` in `binarylib.py`) instead outputs
-    ``alpha * (sign(u) + beta)``, the set {alpha (beta - 1), alpha (beta + 1)}. The two agree at
-    the init (alpha = 1). kbnn follows the paper (METHODS.md: the paper's definition unless stated
-    otherwise) because there alpha and beta are the half-distance and the centre of the set, as
-    for `AdaBinWeight`, and the centre is the threshold. The code's form has the affine-binary
-    form (threshold beta, scale alpha, offset alpha * beta), which the paper's form reproduces
-    only where alpha = 1 or beta = 0: weights trained with the code need that variant.
+    * ``form="paper"`` (default): ``out = alpha * sign(u) + beta``, the set
+      {beta - alpha, beta + alpha} whose centre beta is also the threshold, as for
+      `AdaBinWeight`. Gradients: ``d/dx = F'(u)``, ``d/dbeta = 1 - F'(u)``,
+      ``d/dalpha = sign(u) - u F'(u)``. Inference form ``BinaryForm(beta, alpha, beta)``.
+    * ``form="code"``: the official code's ``out = alpha * (sign(u) + beta)``
+      (`BinaryActivation` in `binarylib.py`), the set {alpha (beta - 1), alpha (beta + 1)}.
+      Gradients: ``d/dx = F'(u)``, ``d/dbeta = alpha - F'(u)``,
+      ``d/dalpha = sign(u) + beta - u F'(u)``. Inference form
+      ``BinaryForm(beta, alpha, alpha * beta)``. Use it (with zero padding, ``pad_values=0``)
+      to reproduce weights trained with the official code; the two forms agree only where
+      alpha = 1 or beta = 0 (the init).
 
-    Inference form: ``BinaryForm(threshold=beta, scale=alpha, offset=beta)``, valid for
-    alpha > 0, which a constraint keeps (alpha is clipped to ``>= min_alpha`` after each update).
+    kbnn defaults to the paper (METHODS.md: the paper's definition unless stated otherwise).
+    Both forms are affine-binary with threshold beta, valid for alpha > 0, which a constraint
+    keeps (alpha is clipped to ``>= min_alpha`` after each update).
 
     Args:
         alpha_initializer, beta_initializer: initializers of the two scalars.
         min_alpha: lower bound of alpha kept by the constraint (> 0).
+        form: "paper" or "code" (see above).
     """
 
     precision = 1
 
+    FORMS = ("paper", "code")
+
     def __init__(self, alpha_initializer="ones", beta_initializer="zeros",
-                 min_alpha: float = 1e-3, **kwargs):
+                 min_alpha: float = 1e-3, form: str = "paper", **kwargs):
         super().__init__(**kwargs)
+        if form not in self.FORMS:
+            raise ValueError(
+                "Invalid value for argument `form` of AdaBinActivation. Expected one of "
+                f"{self.FORMS}. Received form={form!r}."
+            )
+        self.form = form
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.min_alpha = check_positive("AdaBinActivation", "min_alpha", min_alpha)
@@ -113,10 +125,12 @@ class AdaBinActivation(Quantizer):
     def call(self, inputs, training=None):
         alpha = tf.cast(self.alpha, inputs.dtype)
         beta = tf.cast(self.beta, inputs.dtype)
-        return alpha * approx_sign((inputs - beta) / alpha) + beta
+        offset = beta if self.form == "paper" else alpha * beta
+        return alpha * approx_sign((inputs - beta) / alpha) + offset
 
     def binary_form(self, inputs):
-        return BinaryForm(threshold=self.beta, scale=self.alpha, offset=self.beta)
+        offset = self.beta if self.form == "paper" else self.alpha * self.beta
+        return BinaryForm(threshold=self.beta, scale=self.alpha, offset=offset)
 
     def get_config(self):
         return {
@@ -124,4 +138,5 @@ class AdaBinActivation(Quantizer):
             "alpha_initializer": keras.initializers.serialize(self.alpha_initializer),
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
             "min_alpha": self.min_alpha,
+            "form": self.form,
         }

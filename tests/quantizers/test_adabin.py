@@ -65,9 +65,9 @@ def test_adabin_weight_binary_form_is_exact(rng):
     np.testing.assert_array_equal(q.binary_form(w)(w).numpy(), q(w).numpy())
 
 
-def activation_with(alpha, beta):
+def activation_with(alpha, beta, form="paper"):
     q = AdaBinActivation(alpha_initializer=keras.initializers.Constant(alpha),
-                         beta_initializer=keras.initializers.Constant(beta))
+                         beta_initializer=keras.initializers.Constant(beta), form=form)
     q.build((None, 9))
     return q
 
@@ -93,6 +93,35 @@ def test_adabin_activation_values_and_gradients(alpha, beta, rng):
                                atol=1e-5)
     np.testing.assert_allclose(dalpha.numpy(), np.sum(upstream * (s - u * fprime)), rtol=1e-4,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.7, 0.2), (1.8, -0.4)])
+def test_adabin_activation_code_form_values_and_gradients(alpha, beta, rng):
+    """The official code's form alpha * (sign(u) + beta) (METHODS.md §3.1 gradients)."""
+    q = activation_with(alpha, beta, form="code")
+    x = tf.constant(np.concatenate([X, rng.uniform(-3, 3, size=23).astype(np.float32)]))
+    upstream = rng.normal(size=32).astype(np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = q(x)
+        loss = tf.reduce_sum(y * upstream)
+    dx, dalpha, dbeta = tape.gradient(loss, [x, q.alpha, q.beta])
+    u = (x.numpy().astype(np.float64) - beta) / alpha
+    s = np.where(u >= 0, 1.0, -1.0)
+    fprime = approx_sign_grad_np(u)
+    np.testing.assert_allclose(y.numpy(), alpha * (s + beta), rtol=1e-6)
+    np.testing.assert_allclose(dx.numpy(), upstream * fprime, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dbeta.numpy(), np.sum(upstream * (alpha - fprime)), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(dalpha.numpy(), np.sum(upstream * (s + beta - u * fprime)),
+                               rtol=1e-4, atol=1e-5)
+    # inference form: threshold beta, scale alpha, offset alpha * beta, exact in forward
+    form = q.binary_form(x).numpy()
+    assert (float(form.threshold), float(form.scale), float(form.offset)) == pytest.approx(
+        (beta, alpha, alpha * beta))
+    np.testing.assert_array_equal(q.binary_form(x)(x).numpy(), y.numpy())
+    with pytest.raises(ValueError, match="form"):
+        AdaBinActivation(form="pytorch")
 
 
 def test_adabin_activation_defaults_and_binary_form(rng):
