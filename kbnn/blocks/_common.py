@@ -21,8 +21,10 @@ __all__ = [
     "downsampled",
 ]
 
-# PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here, eps 1e-5): what the official
-# code of every method in kbnn.blocks uses.
+# PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here, eps 1e-5), as in the official
+# PyTorch code of ReActNet, Bi-Real Net and AdaBin. The official Lua XNOR-Net code differs (eps
+# 1e-4, no affine parameters, in the BN before each binary activation); kbnn uses these
+# defaults for every block.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -50,9 +52,10 @@ def check_strides(owner: str, strides) -> int:
 
 
 def check_pad_values(owner: str, pad_values) -> float:
-    """0.0 (zero padding of the binarized input) or 1.0 (pad with its +1 level)."""
+    """0.0 (zero padding of the binarized input) or 1.0 (pad with its +1 level); bools are
+    rejected (True would otherwise read as 1.0)."""
     try:
-        value = float(pad_values)
+        value = None if isinstance(pad_values, bool) else float(pad_values)
     except (TypeError, ValueError):
         value = None
     if value not in (0.0, 1.0):

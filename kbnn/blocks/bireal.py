@@ -36,6 +36,9 @@ class BiRealBlock(BinaryBlock):
     The shortcut is the identity, or, when the block changes the resolution (strides=2) or the
     width, `AvgPoolShortcut`: AvgPool 2x2 -> real 1x1 conv -> BN.
 
+    The latent kernel uses Keras' default init (glorot uniform), not the official
+    `HardBinaryConv`'s ``rand * 0.001`` (uniform in [0, 0.001), all positive).
+
     Args:
         filters: output channels.
         strides: 1 or 2 (stride of the 3x3 convolution and of the shortcut's pooling).

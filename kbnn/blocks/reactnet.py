@@ -25,7 +25,7 @@ class ReActNetBlock(BinaryBlock):
     Network with Generalized Activation Functions", arXiv 2003.03488; METHODS.md §1.4, after
     the official `mobilenet/2_step2/reactnet.py::BasicBlock`). With C = input channels:
 
-        out1 = RPReLU_1( BN(BinConv3x3_s(C->C)(RSign(x))) + AvgPool2x2(x) if s == 2 else x )
+        out1 = RPReLU_1( BN(BinConv3x3_s(C->C)(RSign(x))) + (AvgPool2x2(x) if s == 2 else x) )
         t    = RSign(out1)
         out  = RPReLU_2( BN(BinConv1x1(C->C)(t)) + out1 )                  # out_channels == C
         out  = RPReLU_2( concat(BN_a(BinConv1x1_a(C->C)(t)) + out1,

@@ -44,6 +44,8 @@ class XnorBlock(BinaryBlock):
     sign(W), alpha_o = mean|W_o| per output filter, gradient (1/n + alpha_o 1[|W| < 1])). The
     latent kernel is clipped to [-1, 1] after each update (`WeightClip(1)`), as the official code
     does; its per-iteration mean-centring over input channels is not reproduced. No bias.
+    The latent kernel uses Keras' default init (glorot uniform), not the official code's
+    He-normal fan-in init ``normal(0, sqrt(2 / (kh * kw * C_in)))``.
 
     With ``activation_scale=True`` the output is multiplied by the paper's ``K = A (*) k``
     (`kbnn.quantizers.xnor_activation_scale`): A = mean over channels of |BN(x)| (the input of

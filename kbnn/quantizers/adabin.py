@@ -19,7 +19,8 @@ __all__ = ["AdaBinActivation", "AdaBinWeight", "adabin_weight_set"]
 
 def adabin_weight_set(w):
     """Per-output-channel centre ``beta_w = mean(W)`` and half-distance
-    ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) of the AdaBin weight set."""
+    ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) of the AdaBin weight set
+    (Tu et al., arXiv 2208.08084; METHODS.md §3.1)."""
     w = tf.convert_to_tensor(w)
     beta = channel_mean(w)
     alpha = channel_std(w, beta, ddof=0, epsilon=VARIANCE_EPSILON)

@@ -19,10 +19,12 @@ __all__ = ["EDEQuantizer", "EDESign", "LibraSign", "ede_grad", "ede_sign", "libr
            "libra_standardize"]
 
 def ede_grad(k, t):
-    """EDE surrogate derivative ``g'(u) = k * t * (1 - tanh^2(t * u))`` (of ``k * tanh(t u)``).
+    """EDE surrogate derivative ``g'(u) = k * t * (1 - tanh^2(t * u))`` (of ``k * tanh(t u)``),
+    IR-Net's Error Decay Estimator (Qin et al., arXiv 1909.10788; METHODS.md §6.2).
 
-    Computed as ``k t sech^2(t u)``. `k` and `t` may be numbers or (non-trainable) variables; they are read when the gradient
-    is computed, so a schedule that assigns them takes effect at the next step.
+    Computed as ``k t sech^2(t u)``. `k` and `t` may be numbers or (non-trainable) variables;
+    they are read when the gradient is computed, so a schedule that assigns them takes effect
+    at the next step.
     """
 
     def grad(u):
@@ -36,12 +38,14 @@ def ede_grad(k, t):
 
 
 def ede_sign(x, k=10.0, t=0.1):
-    """sign(x) (sign(0) = +1) with the EDE gradient ``k t (1 - tanh^2(t x))``."""
+    """sign(x) (sign(0) = +1) with the EDE gradient ``k t (1 - tanh^2(t x))`` (IR-Net, Qin et al.,
+    arXiv 1909.10788; METHODS.md §6.2)."""
     return sign_with_surrogate_grad(x, ede_grad(k, t))
 
 
 def libra_standardize(w):
-    """Libra-PB balance and standardisation per output channel.
+    """Libra-PB balance and standardisation per output channel (IR-Net, Qin et al.,
+    arXiv 1909.10788; METHODS.md §6.1).
 
     Returns ``(w_hat, mean, scale)``: ``w_hat = (w - mean) / std`` with the unbiased std
     (N - 1, as torch.std in the official code) and the power-of-two scale
@@ -57,14 +61,16 @@ def libra_standardize(w):
 
 
 def libra_sign(w, k=10.0, t=0.1):
-    """IR-Net weights ``s * sign(w_hat)`` with the EDE gradient through the standardisation."""
+    """IR-Net Libra-PB weights ``s * sign(w_hat)`` with the EDE gradient through the
+    standardisation (Qin et al., arXiv 1909.10788; METHODS.md §6.1)."""
     w_hat, _, scale = libra_standardize(w)
     return scale * ede_sign(w_hat, k, t)
 
 
 class EDEQuantizer(Quantizer):
-    """Base of the quantizers whose sign uses the EDE gradient: k and t as non-trainable scalar
-    variables.
+    """Base of the quantizers whose sign uses the EDE gradient of IR-Net (Qin et al., "Forward
+    and Backward Information Retention for Accurate Binary Neural Networks", arXiv 1909.10788;
+    METHODS.md §6.2): k and t as non-trainable scalar variables.
 
     Being variables, they are saved in `.keras` files and can be moved during training by
     `kbnn.training.EDESchedule`, which finds every `EDEQuantizer` in a model. Subclasses may

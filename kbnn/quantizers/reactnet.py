@@ -16,7 +16,8 @@ __all__ = ["RSign", "ScaledSign", "rsign"]
 
 
 def rsign(x, threshold):
-    """ReActNet RSign: +1 if x >= threshold else -1, ApproxSign gradient on u = x - threshold.
+    """ReActNet RSign: +1 if x >= threshold else -1, ApproxSign gradient on u = x - threshold
+    (Liu et al., arXiv 2003.03488; METHODS.md §1.1).
 
     d/dx = F'(x - t) and d/dt = -F'(x - t) (the latter from autograd through u = x - t).
     """

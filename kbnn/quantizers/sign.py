@@ -124,7 +124,9 @@ class _ClippedSign(Quantizer):
 class SteSign(_ClippedSign):
     """Sign with a clipped straight-through estimator (BinaryNet, Hubara et al., arXiv 1602.02830).
 
-    Forward: +1 if x >= 0 else -1. Backward: ``dy * 1[|x| <= clip_value]``.
+    Forward: +1 if x >= 0 else -1. Backward: ``dy * 1[|x| <= clip_value]``. XNOR-Net's
+    `BinActiveZ` writes ``1[|x| < 1]``; the boundary point follows larq's ``<=`` convention
+    (the two differ only at exactly ``|x| = clip_value``).
 
     Args:
         clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
@@ -207,7 +209,9 @@ class MagnitudeAwareSign(_ClippedSign):
 
     Forward: ``mean|W| * sign(W)`` with the mean taken per output channel (over every axis
     but the last; depthwise kernels are presented as (kh, kw, 1, C*M)). Backward: the scale is
-    held constant, ``dW = mean|W| * 1[|W| <= clip_value]``. Meant as a kernel quantizer.
+    held constant, ``dW = mean|W| * 1[|W| <= clip_value]``. Meant as a kernel quantizer. The
+    Bi-Real paper writes ``1[|W| < 1]``; the boundary point follows larq's ``<=`` convention
+    (the two differ only at exactly ``|W| = clip_value``).
 
     Args:
         clip_value: the gradient is zero where ``|W| > clip_value``. Must be > 0.

@@ -17,10 +17,17 @@ __all__ = ["XnorWeight", "xnor_activation_scale", "xnor_weight", "xnor_weight_gr
 
 
 def xnor_weight_grad(w):
-    """XNOR-Net weight gradient factor ``1/n + alpha * 1[|W| < 1]`` per output channel.
+    """XNOR-Net weight gradient factor ``1/n + alpha * 1[|W| < 1]`` per output channel
+    (Rastegari et al., arXiv 1603.05279; METHODS.md §9.1).
 
-    n = elements per output channel, alpha = mean|W| (the derivative of alpha * sign(W) with
-    d sign/dW taken as the STE 1[|W| < 1], as the official Lua code's `util.lua`).
+    n = elements per output channel, alpha = mean|W|: the derivative of alpha * sign(W) with
+    d sign/dW taken as the STE 1[|W| < 1], the factor of the official Lua `util.lua`
+    (`updateBinaryGradWeight`). That code further multiplies it by ``(1 - 1/C_in)`` (part of
+    its mean-centring over the input channels, which kbnn does not reproduce) and, with SGD
+    only, by n. kbnn omits both: they are one positive constant per layer, which Adam's
+    normalised update ignores (up to its epsilon), but which matter under SGD: there the
+    official update equals kbnn's with the layer's learning rate multiplied by
+    ``(1 - 1/C_in) * n``.
     """
     n = channel_count(w)
     alpha = channel_mean_abs(w)
@@ -28,7 +35,8 @@ def xnor_weight_grad(w):
 
 
 def xnor_weight(w):
-    """``mean|W| * sign(W)`` per output channel with the XNOR-Net weight gradient."""
+    """``mean|W| * sign(W)`` per output channel with the XNOR-Net weight gradient
+    `xnor_weight_grad` (Rastegari et al., arXiv 1603.05279; METHODS.md §9.1)."""
     return scaled_sign(w, xnor_weight_grad)
 
 
@@ -39,7 +47,9 @@ def xnor_activation_scale(
     padding: str = "valid",
     dilation_rate: int | Sequence[int] = 1,
 ):
-    """XNOR-Net activation scale ``K = A * k`` for a 2-D convolution (NHWC).
+    """XNOR-Net activation scale ``K = A * k`` for a 2-D convolution, NHWC (Rastegari et al.,
+    "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks",
+    arXiv 1603.05279; METHODS.md §9.1).
 
     ``A = mean_c |I|`` (shape (N, H, W, 1)) convolved with the box filter ``k = 1/(kh*kw)`` at
     the convolution's strides, padding and dilation, giving (N, H_out, W_out, 1), which
@@ -58,10 +68,14 @@ class XnorWeight(Quantizer):
     """XNOR-Net binary weights (arXiv 1603.05279, METHODS.md §9.1).
 
     Forward: ``alpha_o * sign(W)`` with ``alpha_o = mean|W_o|`` per output channel (over every
-    kernel axis but the last). Backward (custom gradient, as the official code):
+    kernel axis but the last). Backward (custom gradient, `xnor_weight_grad`):
     ``dW = g * (1/n + alpha_o * 1[|W| < 1])`` with n the number of elements per output channel.
+    This is the official `util.lua` factor without its extra ``(1 - 1/C_in)`` (from its
+    mean-centring, not reproduced) and ``n`` (SGD only) multipliers: per-layer constants that
+    leave Adam's updates unchanged (up to its epsilon) but act as a per-layer learning-rate
+    scale under SGD.
     The official code also mean-centres and clamps the latent weights after each step; use
-    `kbnn.constraints.WeightClip` for the clamp.
+    `kbnn.constraints.WeightClip` for the clamp (kbnn has no mean-centring).
 
     Inference form: ``BinaryForm(scale=alpha)`` per output channel. The activation scale K of the
     paper is not part of this quantizer (see `xnor_activation_scale`).

@@ -14,13 +14,31 @@ from kbnn.quantizers.irnet import EDEQuantizer
 __all__ = ["EDESchedule", "ede_schedule_values"]
 
 
+def _check_total_epochs(owner: str, total_epochs, allow_none: bool = False) -> int | None:
+    """`total_epochs` as an int if it is a strictly positive integer (or None when allowed),
+    else a Keras-style ValueError naming `owner`."""
+    if total_epochs is None and allow_none:
+        return None
+    if not (isinstance(total_epochs, numbers.Integral) and not isinstance(total_epochs, bool)
+            and total_epochs > 0):
+        expected = "None or a strictly" if allow_none else "a strictly"
+        raise ValueError(
+            f"Invalid value for argument `total_epochs` of {owner}. Expected {expected} "
+            f"positive integer. Received total_epochs={total_epochs!r}."
+        )
+    return int(total_epochs)
+
+
 def ede_schedule_values(epoch: int, total_epochs: int, t_min: float = 0.1,
                         t_max: float = 10.0) -> tuple[float, float]:
-    """(t, k) at the start of epoch `epoch` (0-based) of `total_epochs` (IR-Net, METHODS.md §6.2).
+    """(t, k) at the start of epoch `epoch` (0-based) of `total_epochs` (IR-Net's EDE schedule,
+    Qin et al., arXiv 1909.10788; METHODS.md §6.2).
 
     ``t = t_min * 10^((i / N) * log10(t_max / t_min))`` (log-uniform from t_min at i = 0 towards
     t_max; i / N is clipped to [0, 1], so epochs past N stay at t_max) and ``k = max(1/t, 1)``.
+    `total_epochs` must be a strictly positive integer (ValueError otherwise).
     """
+    total_epochs = _check_total_epochs("ede_schedule_values", total_epochs)
     progress = min(max(epoch / total_epochs, 0.0), 1.0)
     t = t_min * 10.0 ** (progress * math.log10(t_max / t_min))
     return t, max(1.0 / t, 1.0)
@@ -50,8 +68,9 @@ class EDESchedule(keras.callbacks.Callback):
 
     Args:
         t_min: t at the first epoch (> 0).
-        t_max: t at epoch N (>= t_min); i/N < 1 during training, so the last epoch ends just
-            below t_max, as in the official code.
+        t_max: t at epoch N (>= t_min). In a fit of N epochs i/N < 1, so the last epoch
+            (i = N - 1) uses ``t_min * (t_max/t_min)^((N-1)/N)``, just below t_max, as in the
+            official code.
         total_epochs: N; defaults to the `epochs` argument of `fit`.
     """
 
@@ -64,15 +83,7 @@ class EDESchedule(keras.callbacks.Callback):
                 "Invalid value for argument `t_max` of EDESchedule. Expected a value >= "
                 f"t_min={self.t_min}. Received t_max={t_max!r}."
             )
-        if total_epochs is not None and not (
-            isinstance(total_epochs, numbers.Integral) and not isinstance(total_epochs, bool)
-            and total_epochs > 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `total_epochs` of EDESchedule. Expected None or a "
-                f"strictly positive integer. Received total_epochs={total_epochs!r}."
-            )
-        self.total_epochs = None if total_epochs is None else int(total_epochs)
+        self.total_epochs = _check_total_epochs("EDESchedule", total_epochs, allow_none=True)
         self._quantizers: list[EDEQuantizer] = []
         self._current: tuple[float, float] | None = None
 

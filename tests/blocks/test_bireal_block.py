@@ -51,6 +51,8 @@ def test_binary_layers_and_quantizers():
     ({"filters": 0}, "filters"),
     ({"filters": 8, "strides": 3}, "strides"),
     ({"filters": 8, "pad_values": 0.5}, "pad_values"),
+    ({"filters": 8, "pad_values": True}, "pad_values"),  # a bool is not 1.0
+    ({"filters": 8, "pad_values": False}, "pad_values"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}` of BiRealBlock"):

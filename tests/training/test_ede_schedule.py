@@ -118,6 +118,20 @@ def test_bad_arguments(kwargs, arg):
         EDESchedule(**kwargs)
 
 
+@pytest.mark.parametrize("total_epochs", [0, -3, 2.0, True, None])
+def test_schedule_values_bad_total_epochs(total_epochs):
+    """A zero (or non-integer) N is a ValueError naming the argument, not a ZeroDivisionError."""
+    with pytest.raises(ValueError, match="`total_epochs` of ede_schedule_values.*"
+                                         rf"Received total_epochs={total_epochs!r}\."):
+        ede_schedule_values(0, total_epochs)
+
+
+@pytest.mark.parametrize("total_epochs", [-1, 2.5, False, "4"])
+def test_bad_total_epochs_of_callback(total_epochs):
+    with pytest.raises(ValueError, match="`total_epochs` of EDESchedule"):
+        EDESchedule(total_epochs=total_epochs)
+
+
 def test_warns_without_ede_quantizers():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
