@@ -2,7 +2,7 @@
 
     kbnn convert MODEL.keras -o OUT.tflite [--int8] [--no-strict] [--verify N]
     kbnn inspect OUT.tflite
-    kbnn summary MODEL.keras
+    kbnn summary MODEL.keras [--input-shape H,W,C ...]
     kbnn verify MODEL.keras OUT.tflite [--samples N]
     kbnn bench OUT.tflite [--model MODEL.keras] [--threads T ...] [--runs R]
     kbnn demo [--epochs E] [--out DIR]
@@ -209,10 +209,38 @@ def _cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def _summary_input_shape(model, shapes: list[tuple[int, ...]] | None):
+    """The `input_shape` argument of `kbnn.summary` from the --input-shape options, or a
+    one-line error when the model's own input shape has unknown dimensions."""
+    inputs = list(getattr(model, "inputs", None) or [])
+    if shapes is None:
+        for tensor in inputs:
+            shape = tuple(tensor.shape[1:])
+            if any(d is None for d in shape):
+                raise CLIError(
+                    f"model {model.name!r} has input shape {shape} with unknown dimensions; "
+                    "pass --input-shape H,W,C (one sample, no batch axis; once per input) to "
+                    "count its MACs"
+                )
+        return None
+    if inputs and len(shapes) != len(inputs):
+        raise CLIError(f"model {model.name!r} has {len(inputs)} input(s) but --input-shape was "
+                       f"given {len(shapes)} time(s)")
+    for tensor, shape in zip(inputs, shapes):
+        expected = tuple(tensor.shape[1:])
+        if len(shape) != len(expected) or any(
+                d is not None and d != g for d, g in zip(expected, shape)):
+            raise CLIError(f"--input-shape {','.join(map(str, shape))} does not fit the input "
+                           f"shape {expected} of model {model.name!r} (one sample, no batch "
+                           "axis)")
+    return shapes[0] if len(shapes) == 1 else shapes
+
+
 def _cmd_summary(args) -> int:
     from kbnn.summary import summary
 
-    summary(load_keras_model(args.model))
+    model = load_keras_model(args.model)
+    summary(model, input_shape=_summary_input_shape(model, args.input_shape))
     return EXIT_OK
 
 
@@ -265,6 +293,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """A shape written H,W,C (also "(H, W, C)" or HxWxC) as a tuple of positive ints."""
+    parts = [p for p in re.split(r"[,x\s]+", text.strip().strip("()[]").strip()) if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected a shape of positive integers such as 32,32,3, got {text!r}")
+    return shape
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -313,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", parents=[debug],
                        help="per-layer precisions, parameters, memory and binary/float MACs")
     p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
+                   help="shape of one sample (no batch axis), for models whose input has "
+                        "unknown dimensions; repeat it for each input of a multi-input model")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("verify", parents=[debug],
@@ -334,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpreter threads (one or more values; default 1)")
     p.add_argument("--runs", type=_positive_int, default=50, metavar="R",
                    help="timed runs per engine (default 50)")
-    p.add_argument("--warmup", type=int, default=5, metavar="W",
+    p.add_argument("--warmup", type=_non_negative_int, default=5, metavar="W",
                    help="untimed warm-up runs (default 5)")
     p.set_defaults(func=_cmd_bench)
 

@@ -78,6 +78,23 @@ def test_summary_prints_parameter_totals(files, capsys):
     assert "9,216" in stdout
 
 
+def test_summary_of_a_model_with_unknown_input_dimensions(tmp_path, capsys):
+    inputs = keras.Input((None, None, 32))
+    outputs = QuantConv2D(32, 3, padding="same", pad_values=1.0, name="bconv", **BINARY)(inputs)
+    path = tmp_path / "dynamic.keras"
+    keras.Model(inputs, outputs).save(path)
+    assert main(["summary", str(path)]) == 1
+    line = _error_line(capsys)
+    assert "(None, None, 32) with unknown dimensions" in line and "--input-shape H,W,C" in line
+    assert main(["summary", str(path), "--input-shape", "6,6,32"]) == 0
+    # 3*3*32*32 binary MACs per output pixel, 6*6 pixels: 331,776 BOPs.
+    assert "331,776" in capsys.readouterr().out
+    for bad in (["--input-shape", "6,6,16"], ["--input-shape", "6,6"],
+                ["--input-shape", "6,6,32", "--input-shape", "6,6,32"]):
+        assert main(["summary", str(path), *bad]) == 1
+        assert "--input-shape" in _error_line(capsys)
+
+
 def test_verify_passes_for_the_right_model_and_fails_for_another(files, capsys):
     tflite = str(files / "model.tflite")
     assert main(["verify", str(files / "model.keras"), tflite, "--samples", "20"]) == 0
@@ -166,6 +183,11 @@ def test_usage_errors_exit_2_and_version(capsys):
     assert main(["frobnicate"]) == 2
     assert main(["convert", "model.keras"]) == 2  # -o is required
     assert main(["bench", "x.tflite", "--runs", "0"]) == 2
+    assert main(["bench", "x.tflite", "--warmup", "-3"]) == 2
+    assert "--warmup: expected a non-negative integer, got '-3'" in capsys.readouterr().err
+    assert main(["summary", "m.keras", "--input-shape", "0,3"]) == 2
+    assert main(["summary", "m.keras", "--input-shape", "a,b"]) == 2
+    assert "--input-shape: expected a shape of positive integers" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == "kbnn 0.1.0"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["check_bool", "check_choice", "check_int_in_range", "check_non_negative",
-           "check_positive"]
+           "check_number", "check_positive"]
 
 
 def _fail(owner: str, name: str, expected: str, value: Any):
@@ -38,6 +38,20 @@ def check_non_negative(owner: str, name: str, value: Any) -> float:
     """`value` as a float; it must be a finite number >= 0."""
     if not (_is_real(value) and value >= 0):
         _fail(owner, name, "a finite, non-negative number", value)
+    return float(value)
+
+
+def check_number(owner: str, name: str, value: Any, low: float = -math.inf,
+                 high: float = math.inf, *, high_open: bool = False) -> float:
+    """`value` as a float; it must be a finite number (not a bool) in [low, high] (in
+    [low, high) when `high_open`)."""
+    in_range = _is_real(value) and low <= value and (value < high if high_open else value <= high)
+    if not in_range:
+        if math.isinf(low) and math.isinf(high):
+            expected = "a finite number"
+        else:
+            expected = f"a finite number in [{low:g}, {high:g}{')' if high_open else ']'}"
+        _fail(owner, name, expected, value)
     return float(value)
 
 

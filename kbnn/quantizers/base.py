@@ -112,7 +112,7 @@ class Quantizer(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return config
+        """The Keras layer config (name, `trainable`, `dtype`) plus, in subclasses, every
+        constructor argument. A quantizer inside a kbnn layer is given the layer's dtype policy
+        again when the layer is rebuilt from its config."""
+        return super().get_config()

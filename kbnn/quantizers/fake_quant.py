@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kbnn.quantizers._checks import check_bool, check_choice, check_int_in_range, check_number
 from kbnn.quantizers.base import Quantizer
 from kbnn.quantizers.registry import register_alias
 
@@ -47,34 +48,20 @@ class FakeQuant(Quantizer):
                  init_min: float = -6.0, init_max: float = 6.0, narrow_range: bool = False,
                  symmetric: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_bits, int) or isinstance(num_bits, bool) or not 2 <= num_bits <= 16:
-            raise ValueError(
-                "Invalid value for argument `num_bits` of FakeQuant. Expected an integer in "
-                f"[2, 16]. Received num_bits={num_bits!r}."
-            )
-        if mode not in _MODES:
-            raise ValueError(
-                f"Invalid value for argument `mode` of FakeQuant. Expected one of {_MODES}. "
-                f"Received mode={mode!r}."
-            )
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                "Invalid value for argument `momentum` of FakeQuant. Expected a value in "
-                f"[0, 1). Received momentum={momentum}."
-            )
-        if not init_min <= 0.0 < init_max:
+        self.num_bits = check_int_in_range("FakeQuant", "num_bits", num_bits, 2, 16)
+        self.precision = self.num_bits
+        self.mode = check_choice("FakeQuant", "mode", mode, _MODES)
+        self.momentum = check_number("FakeQuant", "momentum", momentum, 0.0, 1.0, high_open=True)
+        self.init_min = check_number("FakeQuant", "init_min", init_min)
+        self.init_max = check_number("FakeQuant", "init_max", init_max)
+        if not self.init_min <= 0.0 < self.init_max:
             raise ValueError(
                 "Invalid value for arguments `init_min`/`init_max` of FakeQuant. Expected "
-                f"init_min <= 0 < init_max. Received init_min={init_min}, init_max={init_max}."
+                f"init_min <= 0 < init_max. Received init_min={init_min!r}, "
+                f"init_max={init_max!r}."
             )
-        self.num_bits = num_bits
-        self.precision = num_bits
-        self.mode = mode
-        self.momentum = float(momentum)
-        self.init_min = float(init_min)
-        self.init_max = float(init_max)
-        self.narrow_range = bool(narrow_range)
-        self.symmetric = bool(symmetric)
+        self.narrow_range = check_bool("FakeQuant", "narrow_range", narrow_range)
+        self.symmetric = check_bool("FakeQuant", "symmetric", symmetric)
         # Set by kbnn.converters while exporting (float emulation when int8=False).
         self._export_call = None
 

@@ -38,19 +38,38 @@ def serialize(quantizer: Quantizer | None) -> dict | None:
     return keras.saving.serialize_keras_object(quantizer)
 
 
+def _quantizer_custom_objects() -> dict[str, type]:
+    """Every kbnn quantizer class by its class name and by each of its aliases, so that a plain
+    config dict ``{"class_name": "SteSign" or "ste_sign", "config": {...}}`` resolves."""
+    objects = {
+        name.split(">", 1)[1]: cls
+        for name, cls in keras.saving.get_custom_objects().items()
+        if name.startswith("kbnn>") and isinstance(cls, type) and issubclass(cls, Quantizer)
+    }
+    objects.update({cls.__name__: cls for cls in _ALIASES.values()})
+    objects.update(_ALIASES)
+    return objects
+
+
 def deserialize(config: dict | str | None, custom_objects: dict | None = None):
+    """A quantizer from a config dict (full `serialize` output, or a plain
+    ``{"class_name": ..., "config": ...}`` whose class name is a quantizer class or alias), a
+    string alias, or ``None``."""
     if config is None:
         return None
     if isinstance(config, str):
         return get(config)
-    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+    objects = {**_quantizer_custom_objects(), **(custom_objects or {})}
+    return keras.saving.deserialize_keras_object(config, custom_objects=objects)
 
 
 def get(identifier, argument: str = "quantizer", owner: str | None = None) -> Quantizer | None:
     """Resolve `identifier` to a quantizer instance.
 
-    Accepts ``None``, a string alias (e.g. ``"ste_sign"``), a Keras config dict, a `Quantizer`
-    instance or a `Quantizer` subclass. `argument` (and `owner`, the class that takes it) name the
+    Accepts ``None``, a string alias (e.g. ``"ste_sign"``), a Keras config dict (`serialize`
+    output, or a plain ``{"class_name": "SteSign" or "ste_sign", "config": {...}}``), a
+    `Quantizer` instance or a `Quantizer` subclass. Any failure is a ``ValueError`` naming the
+    argument. `argument` (and `owner`, the class that takes it) name the
     caller's argument in errors.
     """
     if identifier is None:
@@ -70,11 +89,27 @@ def get(identifier, argument: str = "quantizer", owner: str | None = None) -> Qu
             )
         return cls()
     if isinstance(identifier, dict):
-        obj = deserialize(identifier)
+        expected = (f"Expected the config of a kbnn quantizer, e.g. {{'class_name': 'SteSign', "
+                    f"'config': {{}}}}, whose class_name is a quantizer class or one of: "
+                    f"{', '.join(known_aliases())}")
+        try:
+            obj = deserialize(identifier)
+        except (AttributeError, ImportError, LookupError, TypeError, ValueError) as err:
+            class_name = identifier.get("class_name")
+            if "module" not in identifier and (not isinstance(class_name, str)
+                                               or class_name not in _quantizer_custom_objects()):
+                reason = f"class_name {class_name!r} is not a kbnn quantizer class or alias"
+            else:
+                root = _root_cause(err)  # Keras wraps the constructor's own error
+                reason = f"{type(root).__name__}: {_first_line(root)}"
+            raise ValueError(
+                f"Invalid value for argument {where}: cannot build a quantizer from the config "
+                f"{identifier!r} ({reason}). {expected}."
+            ) from None
         if not isinstance(obj, Quantizer):
             raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
                 f"Invalid value for argument {where}: the config {identifier!r} does not "
-                f"describe a kbnn quantizer (got {type(obj).__name__})."
+                f"describe a kbnn quantizer (got {type(obj).__name__}). {expected}."
             )
         return obj
     raise ValueError(
@@ -82,3 +117,17 @@ def get(identifier, argument: str = "quantizer", owner: str | None = None) -> Qu
         f"dict, a kbnn.quantizers.Quantizer instance, or None. Received: {identifier!r} "
         f"(of type {type(identifier).__name__})."
     )
+
+
+def _first_line(err: Exception, limit: int = 200) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = {id(err)}
+    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
+    return err

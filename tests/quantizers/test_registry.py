@@ -149,3 +149,81 @@ def test_binary_form_reproduces_the_forward_value(make, rng):
     assert form is not None
     np.testing.assert_array_equal(form(x).numpy(), quantizer(x).numpy())
     np.testing.assert_array_equal(quantizer.inference(x).numpy(), quantizer(x).numpy())
+
+
+# ------------------------------------------------------------------ plain config dicts
+
+
+@pytest.mark.parametrize("class_name", ["SteSign", "ste_sign"])
+def test_plain_config_dict_by_class_name_or_alias(class_name):
+    obj = q.get({"class_name": class_name, "config": {"clip_value": 0.5}})
+    assert type(obj) is q.SteSign and obj.clip_value == 0.5
+    # Every alias works as a class_name too.
+    for alias, cls in ALIASES.items():
+        assert type(q.get({"class_name": alias, "config": {}})) is cls
+
+
+def test_plain_config_dict_in_a_layer_argument():
+    from kbnn.layers import QuantConv2D
+
+    layer = QuantConv2D(4, 3, input_quantizer={"class_name": "DoReFa",
+                                               "config": {"k_bit": 3, "mode": "activations"}},
+                        kernel_quantizer={"class_name": "magnitude_aware_sign", "config": {}})
+    assert type(layer.input_quantizer) is q.DoReFa and layer.input_quantizer.k_bit == 3
+    assert type(layer.kernel_quantizer) is q.MagnitudeAwareSign
+
+
+@pytest.mark.parametrize("config, detail", [
+    ({"class_name": "Dense", "config": {"units": 2}}, "'Dense' is not a kbnn quantizer"),
+    ({"class_name": "ste_sgn", "config": {}}, "'ste_sgn' is not a kbnn quantizer"),
+    ({"class_name": "SteSign", "config": {"clip_value": -1.0}}, "`clip_value` of SteSign"),
+    ({"class_name": "SteSign", "config": {"bogus": 1}}, "bogus"),
+], ids=["keras_layer", "unknown_alias", "bad_argument", "unknown_keyword"])
+def test_bad_config_dicts_name_the_argument_and_owner(config, detail):
+    prefix = "Invalid value for argument `kernel_quantizer` of QuantConv2D: "
+    with pytest.raises(ValueError) as info:
+        q.get(config, argument="kernel_quantizer", owner="QuantConv2D")
+    message = str(info.value)
+    assert message.startswith(prefix) and detail in message
+    assert "ste_sign" in message  # lists what is allowed
+
+
+def test_bad_config_dict_in_a_layer_is_a_value_error():
+    from kbnn.layers import QuantDense
+
+    with pytest.raises(ValueError, match="`input_quantizer` of QuantDense.*'Dense'"):
+        QuantDense(3, input_quantizer={"class_name": "Dense", "config": {"units": 2}})
+
+
+# ------------------------------------------------------------------ dtype and trainable
+
+
+def test_standalone_quantizer_keeps_dtype_and_trainable(tmp_path):
+    quantizer = q.DoReFa(k_bit=2, mode="activations", dtype="float16", trainable=False)
+    restored = q.deserialize(q.serialize(quantizer))
+    assert restored.dtype_policy.name == "float16" and restored.trainable is False
+
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, q.SteSign(dtype="float16", trainable=False)(inputs))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path).layers[-1]
+    assert loaded.dtype_policy.name == "float16" and loaded.trainable is False
+    x = np.array([[-0.5, 0.0, 0.25, 3.0]], np.float32)
+    out = loaded(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    np.testing.assert_array_equal(np.asarray(out, np.float32), [[-1.0, 1.0, 1.0, 1.0]])
+
+
+def test_layer_config_gives_its_quantizers_the_layer_policy():
+    from kbnn.layers import QuantConv2D
+
+    layer = QuantConv2D(4, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                        dtype="mixed_float16")
+    config = layer.get_config()
+    # Even a nested quantizer config that says float32 follows the layer's policy.
+    config["input_quantizer"]["config"]["dtype"] = "float32"
+    clone = QuantConv2D.from_config(config)
+    for quantizer in clone.quantizers.values():
+        assert quantizer.dtype_policy.name == "mixed_float16"
+        assert quantizer.compute_dtype == "float16"
