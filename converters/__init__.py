@@ -13,7 +13,9 @@ map); groups with a multiple of 32 input channels per group), `QuantConv1D` (a h
 conv; causal padding pads x - t before the sign), `QuantDense` (reshape to [N, M, 1, C] before
 the sign, 1x1 conv). Binary depthwise/separable convs, grouped convs with other group sizes and
 channels_first are refused in strict mode (with strict=False they stay float ops and are listed
-in `ConversionResult.warnings`).
+in `ConversionResult.warnings`). Binary layers export in float32 under any dtype policy (e.g.
+mixed_float16: casts around the layer) and need static input shapes (but the batch size); a
+flatbuffer with a custom op that is not an LCE op (it could not run) is refused in strict mode.
 
 Affine forms (see `binary_conv`): input ``a*s(x - t) + b`` with scalar `a`, per-channel `t` and
 `b`; kernel ``scale_o*S + offset_o``. Exactly one LceBconv2d per layer; a kernel offset adds the

@@ -3,7 +3,8 @@
 Before export every kbnn quantized layer is put in its export form (`export_mode`; a
 BatchNormalization that LCE could not fold after it is folded into it, see `bn_fold`), then
 `larq_compute_engine.convert_saved_model` converts the SavedModel. In strict mode the flatbuffer
-is then checked: every binary kbnn layer must have become its LceBconv2d op(s).
+is then checked: every binary kbnn layer must have become its LceBconv2d op(s), and (in every
+mode) it must hold no custom op but LCE's, which LCE's interpreter could not resolve.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import tensorflow as tf
 
 from .bn_fold import fold_batch_norms, identity_call, restore_call, set_call
 from .errors import ConversionError
-from .inspection import ModelReport, inspect
-from .layers import LayerPlan, plan_model
+from .inspection import LCE_OPS, ModelReport, inspect
+from .layers import LayerPlan, plan_model, quantized_weights
 
 __all__ = ["ConversionResult", "convert", "export_mode"]
 
@@ -35,7 +36,8 @@ class ConversionResult:
         flatbuffer: the TFLite model.
         report: `inspect(flatbuffer)`.
         plans: the export plan of each kbnn quantized layer.
-        warnings: binary layers that did not become LCE binary ops (strict=False), one line each.
+        warnings: binary layers that did not become LCE binary ops and non-LCE custom ops
+            (strict=False), int8 float ops kept; one line each.
     """
 
     flatbuffer: bytes
@@ -65,15 +67,14 @@ def _frozen_kernel_fake_quants(plans: list[LayerPlan]) -> dict:
     calls = {}
     for plan in plans:
         layer = plan.layer
-        for arg in layer._kernel_quantizer_args:
+        if not any(isinstance(getattr(layer, arg, None), FakeQuant)
+                   for arg in layer._kernel_quantizer_args):
+            continue
+        for arg, weight in quantized_weights(layer).items():
             fq = getattr(layer, arg, None)
-            if not isinstance(fq, FakeQuant):
-                continue
-            weight = {"kernel_quantizer": "kernel", "depthwise_quantizer": "depthwise_kernel",
-                      "pointwise_quantizer": "pointwise_kernel"}[arg]
-            lo, hi = (float(v) for v in fq.quant_range(tf.convert_to_tensor(getattr(layer, weight)),
-                                                       training=False))
-            calls[fq] = fq.constant_range_call(lo, hi)
+            if isinstance(fq, FakeQuant):
+                lo, hi = (float(v) for v in fq.quant_range(weight, training=False))
+                calls[fq] = fq.constant_range_call(lo, hi)
     return calls
 
 
@@ -120,17 +121,43 @@ def _dtype(value, name: str):
     return dtype
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KERAS_CALL = re.compile(r"Exception encountered when calling (.+?)\.\s*\n")
+
+
+def _original_error(err: BaseException) -> tuple[BaseException, str | None]:
+    """The exception a Keras layer call raised first, and the innermost Keras call it was
+    raised in (e.g. "QuantConv2D.call()"). Keras re-raises an error from a layer call as a new
+    exception of the same type whose message starts with "Exception encountered when calling
+    ..."; the original stays its ``__context__``."""
+    where = None
+    while getattr(err, "_keras_call_info_injected", False) and err.__context__ is not None:
+        found = _KERAS_CALL.search(_ANSI.sub("", str(err)))
+        where = found.group(1) if found else where
+        err = err.__context__
+    return err, where
+
+
+def _message(err: BaseException, limit: int = 600) -> str:
+    """An exception's message on one line (TF op errors: their message without the node)."""
+    text = getattr(err, "message", None) if isinstance(err, tf.errors.OpError) else None
+    text = " ".join(_ANSI.sub("", str(text if text is not None else err)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _export(model, directory: str) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.export(directory, format="tf_saved_model", verbose=False)
-    except ConversionError:
-        raise
     except Exception as err:  # a TF/Keras error while tracing the export graph
+        original, where = _original_error(err)
+        if isinstance(original, ConversionError):
+            raise original.with_traceback(original.__traceback__) from None
+        inside = f" in {where}" if where else ""
         raise ConversionError(
-            f"exporting the model to a SavedModel failed: {type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+            f"exporting the model to a SavedModel failed{inside}: "
+            f"{type(original).__name__}: {_message(original)}",
             fix="check that every layer supports the TensorFlow backend and static shapes",
         ) from err
 
@@ -175,6 +202,27 @@ def _check_binary_ops(plans: list[LayerPlan], report: ModelReport, strict: bool)
     return notes
 
 
+def _check_custom_ops(report: ModelReport, strict: bool) -> list[str]:
+    """Custom ops other than LCE's cannot run in LCE's interpreter ("unresolved custom op"):
+    raise in strict mode, else return the warning line."""
+    foreign = report.foreign_custom_ops
+    if not foreign:
+        return []
+    ops = ", ".join(f"{name} (output {outs[0]!r})" if outs and outs[0] else name
+                    for name, outs in sorted(foreign.items()))
+    err = ConversionError(
+        f"the flatbuffer contains custom op(s) that are not LCE ops ({', '.join(LCE_OPS)}), "
+        f"which LCE's interpreter cannot run (unresolved custom op): {ops}",
+        fix="convert a float32 copy of the model (a non-float32 dtype policy such as "
+            "mixed_float16 leaves ops TFLite cannot lower: rebuild the model after "
+            "keras.config.set_dtype_policy('float32') and copy the weights), or replace the "
+            "layer that produces the op",
+    )
+    if strict:
+        raise err
+    return [str(err)]
+
+
 def _bconvs_of(layer_name: str, report: ModelReport) -> int:
     """LceBconv2d ops whose tensor names carry the layer's name scope (``name`` or
     ``name_<n>`` as a path segment); best effort, since TFLite may truncate long names."""
@@ -204,8 +252,9 @@ def convert(
         target: "arm" (default) or "xcore".
         int8: keep FakeQuant quantizers as fake-quant ops so that the converter emits int8
             ops (QAT); with False they export as an exact float emulation.
-        strict: raise `ConversionError` if a binary kbnn layer does not become LceBconv2d;
-            with False such layers are converted as float ops and listed as warnings.
+        strict: raise `ConversionError` if a binary kbnn layer does not become LceBconv2d, or
+            if the flatbuffer holds a custom op that is not an LCE op (it could not run); with
+            False such layers are converted as float ops and both are listed as warnings.
         inference_input_type, inference_output_type: tf.float32 (default) or tf.int8 (needs
             int8=True).
         return_report: return a `ConversionResult` (flatbuffer, report, plans, warnings)
@@ -243,7 +292,7 @@ def convert(
         flatbuffer = _lce_convert(directory, target=target, input_type=input_type,
                                   output_type=output_type)
     report = inspect(flatbuffer)
-    notes = _check_binary_ops(plans, report, strict)
+    notes = _check_binary_ops(plans, report, strict) + _check_custom_ops(report, strict)
     if int8 and report.float_compute_ops:
         notes.append(
             f"int8: {len(report.float_compute_ops)} float op(s) kept "

@@ -20,4 +20,5 @@ class ConversionError(RuntimeError):
         self.fix = fix
         where = f"Layer {layer!r}: " if layer else ""
         hint = f" Fix: {fix}" if fix else ""
-        super().__init__(f"{where}{reason}.{hint}")
+        stop = "" if reason.rstrip().endswith((".", "!", "?")) else "."
+        super().__init__(f"{where}{reason.rstrip()}{stop}{hint}")

@@ -2,6 +2,7 @@
 
 `read_flatbuffer(buf)` returns plain Python records of the operators and tensors of the main
 subgraph; custom-op options (LCE's flexbuffer maps) are decoded with `flatbuffers.flexbuffers`.
+Bytes that are not a TFLite flatbuffer raise `ValueError("not a valid TFLite flatbuffer: ...")`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import numpy as np
 from flatbuffers import flexbuffers
 from tensorflow.lite.python import schema_py_generated as schema
 
-__all__ = ["Graph", "Operator", "Tensor", "read_flatbuffer"]
+__all__ = ["Graph", "Operator", "Tensor", "invalid_flatbuffer", "read_flatbuffer"]
+
+_IDENTIFIER = b"TFL3"  # the TFLite file identifier, bytes 4-8
 
 
 def _enum_names(enum_cls) -> dict[int, str]:
@@ -44,6 +47,7 @@ class Operator:
     inputs: list[int]
     outputs: list[int]
     options: dict = field(default_factory=dict)
+    custom: bool = False  # a custom op (name from its custom code), not a TFLite builtin
 
 
 @dataclass
@@ -80,9 +84,38 @@ def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def invalid_flatbuffer(why) -> ValueError:
+    """The error for bytes that are not a (readable) TFLite flatbuffer; `why` is a message or
+    the exception the parser raised."""
+    if isinstance(why, BaseException):
+        kind = type(why)
+        kind = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        text = " ".join(str(why).split())
+        why = f"{kind}: {text}" if text else kind
+    return ValueError(f"not a valid TFLite flatbuffer: {why}")
+
+
 def read_flatbuffer(buf: bytes) -> Graph:
-    """Operators and tensors of subgraph 0 of a TFLite flatbuffer."""
+    """Operators and tensors of subgraph 0 of a TFLite flatbuffer.
+
+    Raises:
+        ValueError: "not a valid TFLite flatbuffer: ..." for bytes without the TFLite file
+            identifier or that the schema cannot parse (truncated or corrupt files).
+    """
+    buf = bytes(buf)
+    if len(buf) < 8 or buf[4:8] != _IDENTIFIER:
+        raise invalid_flatbuffer(f"{len(buf)} bytes without the {_IDENTIFIER.decode()!r} file "
+                                 "identifier at offset 4")
+    try:
+        return _read(buf)
+    except Exception as err:  # the generated parser fails with struct/index/type errors
+        raise invalid_flatbuffer(err) from err
+
+
+def _read(buf: bytes) -> Graph:
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(buf), 0))
+    if not model.subgraphs:
+        raise ValueError("it has no subgraph")
     graph = model.subgraphs[0]
     codes = model.operatorCodes
     tensors = []
@@ -102,6 +135,7 @@ def read_flatbuffer(buf: bytes) -> Graph:
             inputs=[int(i) for i in (op.inputs if op.inputs is not None else [])],
             outputs=[int(i) for i in (op.outputs if op.outputs is not None else [])],
             options=_custom_options(op),
+            custom=bool(codes[op.opcodeIndex].customCode),
         )
         for op in graph.operators
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .flatbuffer import Graph, read_flatbuffer
+from .flatbuffer import Graph, invalid_flatbuffer, read_flatbuffer
 
 __all__ = ["LCE_OPS", "ModelReport", "inspect"]
 
@@ -33,6 +33,8 @@ class ModelReport:
         float_compute_ops: CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops with float32 input
             (what stays float in an int8 model).
         input_dtypes / output_dtypes: model input and output tensor types.
+        custom_ops: custom (non-builtin) operators: name -> the output tensor name of each
+            occurrence. Only the `LCE_OPS` run in LCE's interpreter; any other is unresolved.
     """
 
     op_counts: dict[str, int]
@@ -47,6 +49,12 @@ class ModelReport:
     float_compute_ops: list[str] = field(default_factory=list)
     input_dtypes: list[str] = field(default_factory=list)
     output_dtypes: list[str] = field(default_factory=list)
+    custom_ops: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def foreign_custom_ops(self) -> dict[str, list[str]]:
+        """The custom ops that are not LCE ops (the LCE interpreter cannot run them)."""
+        return {name: outs for name, outs in self.custom_ops.items() if name not in LCE_OPS}
 
     def count(self, op: str) -> int:
         return self.op_counts.get(op, 0)
@@ -68,6 +76,9 @@ class ModelReport:
             f"float32 activation tensors:       {len(self.float_tensors)}",
             f"int8 activation tensors:          {len(self.int8_tensors)}",
         ]
+        if self.foreign_custom_ops:
+            lines.append("non-LCE custom ops (unresolved):  "
+                         + ", ".join(sorted(self.foreign_custom_ops)))
         for i, b in enumerate(self.bconvs):
             lines.append(
                 f"  bconv {i}: filter {b['filter_shape']} padding {_LABELS.get(b.get('padding'))} "
@@ -96,6 +107,10 @@ def _report(graph: Graph) -> ModelReport:
     activations = [t for t in tensors if not t.is_constant]
     float_compute = [op.name for op in graph.operators if op.name in _COMPUTE
                      and op.inputs and tensors[op.inputs[0]].dtype == "FLOAT32"]
+    custom: dict[str, list[str]] = {}
+    for op in graph.operators:
+        if op.custom:
+            custom.setdefault(op.name, []).append(tensors[op.outputs[0]].name if op.outputs else "")
     return ModelReport(
         op_counts=dict(Counter(seq)),
         op_sequence=seq,
@@ -109,9 +124,18 @@ def _report(graph: Graph) -> ModelReport:
         float_compute_ops=float_compute,
         input_dtypes=[tensors[i].dtype for i in graph.inputs],
         output_dtypes=[tensors[i].dtype for i in graph.outputs],
+        custom_ops=custom,
     )
 
 
 def inspect(flatbuffer: bytes) -> ModelReport:
-    """Operator histogram, binary conv count, float tensors and sizes of a flatbuffer."""
-    return _report(read_flatbuffer(flatbuffer))
+    """Operator histogram, binary conv count, float tensors and sizes of a flatbuffer.
+
+    Raises:
+        ValueError: "not a valid TFLite flatbuffer: ..." for bytes that are not one.
+    """
+    graph = read_flatbuffer(flatbuffer)
+    try:
+        return _report(graph)
+    except (IndexError, KeyError, TypeError) as err:  # tensor indices out of range
+        raise invalid_flatbuffer(err) from err

@@ -16,6 +16,11 @@ see `bn_fold`) folded in.
 Layers LCE cannot run as binary ops (depthwise and separable convs, grouped convs with a number
 of channels per group that is not a multiple of 32, channels_first) get a reason and a fix; the
 lowerability is decided here, before converting, so that strict mode can name the exact cause.
+
+Every export function computes in float32 whatever the layer's dtype policy (a float16 input is
+cast to float32 before the sign and the output back to the layer's compute dtype: the TFLite
+converter only lowers a float32 sign to LceQuantize), and needs an input shape whose dimensions
+(but the batch size) are static; `plan_model` refuses unknown ones up front.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ from .binary_conv import BinaryConvSpec, binary_conv2d, has_correction_terms, ne
 from .errors import ConversionError
 from .forms import InputForm, KernelForm, freeze_input_form, freeze_kernel_form
 
-__all__ = ["LayerPlan", "plan_model", "quantized_layers"]
+__all__ = ["LayerPlan", "plan_model", "quantized_layers", "quantized_weights"]
 
 _GROUP_FIX = ("use groups with a number of input channels per group that is a multiple of 32, "
               "or groups=1")
 _DEPTHWISE_FIX = ("keep the depthwise convolution full precision (no input/depthwise "
                   "quantizer), or use QuantConv2D(groups=G) with C/G a multiple of 32")
+_STATIC_FIX = "give the model Input a static shape, e.g. keras.Input((32, 32, 3))"
 
 
 @dataclass
@@ -93,6 +99,87 @@ def quantized_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
             seen.add(id(layer))
             found.append(layer)
     return found
+
+
+def _as_depthwise(kernel):
+    """A depthwise kernel (kh, kw, C, M) as its quantizer sees it: (kh, kw, 1, C*M)."""
+    kh, kw, cin, mult = kernel.shape
+    return tf.reshape(tf.convert_to_tensor(kernel), (kh, kw, 1, cin * mult))
+
+
+def quantized_weights(layer) -> dict:
+    """The weight each kernel quantizer of `layer` is applied to, by quantizer argument name,
+    shaped as the quantizer sees it (Keras 3 keeps a DepthwiseConv2D's weight in `kernel`, a
+    SeparableConv2D's in `depthwise_kernel` / `pointwise_kernel`).
+
+    Raises:
+        ConversionError: for a kernel quantizer argument with no known weight.
+    """
+    if isinstance(layer, QuantSeparableConv2D):
+        known = {"depthwise_quantizer": lambda: _as_depthwise(layer.depthwise_kernel),
+                 "pointwise_quantizer": lambda: layer.pointwise_kernel}
+    elif isinstance(layer, QuantDepthwiseConv2D):
+        known = {"depthwise_quantizer": lambda: _as_depthwise(layer.kernel)}
+    else:
+        known = {"kernel_quantizer": lambda: layer.kernel}
+    weights = {}
+    for arg in layer._kernel_quantizer_args:
+        if arg not in known:
+            raise ConversionError(
+                f"kbnn.converters does not know which weight of {type(layer).__name__} its "
+                f"`{arg}` quantizes",
+                layer=layer.name,
+                fix="use QuantConv1D/QuantConv2D/QuantDepthwiseConv2D/QuantSeparableConv2D/"
+                    "QuantDense (or subclasses keeping their quantizer arguments)",
+            )
+        weights[arg] = tf.convert_to_tensor(known[arg]())
+    return weights
+
+
+def _input_shapes(layer) -> list[tuple]:
+    """The input shapes `layer` was called (or built) with, as far as Keras recorded them."""
+    shapes = []
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        tensors = node.input_tensors
+        if tensors:
+            shapes.append(tuple(tensors[0].shape))
+    if not shapes:
+        built = getattr(layer, "_build_shapes_dict", None) or {}
+        shape = next(iter(built.values())) if len(built) == 1 else None
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+            shapes.append(tuple(shape))
+    return shapes
+
+
+def _static_shape_error(layer, shape) -> ConversionError:
+    return ConversionError(
+        f"its input shape {tuple(shape)} has unknown dimensions (None); its LCE binary op needs "
+        "every input dimension but the batch size to be known",
+        layer=layer.name, fix=_STATIC_FIX,
+    )
+
+
+def _check_static_input(layer) -> None:
+    for shape in _input_shapes(layer):
+        if any(d is None for d in shape[1:]):
+            raise _static_shape_error(layer, shape)
+
+
+def _float32_export(layer, export_call: Callable) -> Callable:
+    """`export_call` computing in float32: a non-float32 input (e.g. float16 under a
+    "mixed_float16" policy) is cast to float32 first and the output back to the layer's compute
+    dtype, since LCE only lowers a float32 sign; an input shape with unknown dimensions (beyond
+    the batch) is refused with the layer named."""
+    out_dtype = tf.as_dtype(layer.compute_dtype)
+
+    def call(inputs):
+        if any(d is None for d in inputs.shape[1:]):
+            raise _static_shape_error(layer, inputs.shape)
+        x = inputs if inputs.dtype == tf.float32 else tf.cast(inputs, tf.float32)
+        y = export_call(x)
+        return y if out_dtype == tf.float32 else tf.cast(y, out_dtype)
+
+    return call
 
 
 def _scope_name(layer) -> str:
@@ -198,7 +285,7 @@ def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
             y = binary_conv2d(x, form, spec, target=target, name=name)
             return tf.squeeze(y, 1) if rank == 1 else y
 
-        return export_call
+        return _float32_export(layer, export_call)
 
     plan = LayerPlan(layer, True, 1, export_call=make_export(),
                      correction=_corrections(form, kform, layer, target))
@@ -227,7 +314,7 @@ def _plan_dense(layer, target: str) -> LayerPlan:
             y = binary_conv2d(x, form, spec, target=target, name=name)
             return tf.reshape(y, [-1, *middle, units])
 
-        return export_call
+        return _float32_export(layer, export_call)
 
     plan = LayerPlan(layer, True, 1, export_call=make_export(),
                      correction=_corrections(form, kform, layer, target))
@@ -261,11 +348,19 @@ def _plan_layer(layer, target: str) -> LayerPlan:
 
 
 def plan_model(model, target: str = "arm") -> list[LayerPlan]:
-    """An export plan for every kbnn quantized layer in `model` (built)."""
+    """An export plan for every kbnn quantized layer in `model` (built).
+
+    Raises:
+        ConversionError: for an unbuilt layer, or a layer with an export form whose recorded
+            input shape has unknown dimensions beyond the batch size.
+    """
     plans = []
     for layer in quantized_layers(model):
         if not layer.built:
             raise ConversionError("the layer is not built", layer=layer.name,
                                   fix="call the model on data (or build it) before converting")
-        plans.append(_plan_layer(layer, target))
+        plan = _plan_layer(layer, target)
+        if plan.export_call is not None:
+            _check_static_input(layer)
+        plans.append(plan)
     return plans
