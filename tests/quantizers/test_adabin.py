@@ -72,33 +72,18 @@ def activation_with(alpha, beta, form="paper"):
     return q
 
 
+def _expected_activation(form, alpha, beta, s, u, fprime):
+    """(output, d/dbeta, d/dalpha) per sample, by hand from METHODS.md §3.1:
+    paper alpha*sign(u) + beta; official code alpha*(sign(u) + beta)."""
+    if form == "paper":
+        return alpha * s + beta, 1 - fprime, s - u * fprime
+    return alpha * (s + beta), alpha - fprime, s + beta - u * fprime
+
+
+@pytest.mark.parametrize("form", ["paper", "code"])
 @pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (0.7, 0.2), (1.8, -0.4)])
-def test_adabin_activation_values_and_gradients(alpha, beta, rng):
-    q = activation_with(alpha, beta)
-    x = tf.constant(np.concatenate([X, rng.uniform(-3, 3, size=23).astype(np.float32)]))
-    upstream = rng.normal(size=32).astype(np.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = q(x)
-        loss = tf.reduce_sum(y * upstream)
-    dx, dalpha, dbeta = tape.gradient(loss, [x, q.alpha, q.beta])
-    xn = x.numpy().astype(np.float64)
-    u = (xn - beta) / alpha
-    s = np.where(u >= 0, 1.0, -1.0)
-    fprime = approx_sign_grad_np(u)
-    # paper form alpha * sign(u) + beta (METHODS.md §3.1)
-    np.testing.assert_allclose(y.numpy(), alpha * s + beta, rtol=1e-6)
-    np.testing.assert_allclose(dx.numpy(), upstream * fprime, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dbeta.numpy(), np.sum(upstream * (1 - fprime)), rtol=1e-4,
-                               atol=1e-5)
-    np.testing.assert_allclose(dalpha.numpy(), np.sum(upstream * (s - u * fprime)), rtol=1e-4,
-                               atol=1e-5)
-
-
-@pytest.mark.parametrize("alpha,beta", [(0.7, 0.2), (1.8, -0.4)])
-def test_adabin_activation_code_form_values_and_gradients(alpha, beta, rng):
-    """The official code's form alpha * (sign(u) + beta) (METHODS.md §3.1 gradients)."""
-    q = activation_with(alpha, beta, form="code")
+def test_adabin_activation_values_and_gradients(alpha, beta, form, rng):
+    q = activation_with(alpha, beta, form=form)
     x = tf.constant(np.concatenate([X, rng.uniform(-3, 3, size=23).astype(np.float32)]))
     upstream = rng.normal(size=32).astype(np.float32)
     with tf.GradientTape() as tape:
@@ -109,18 +94,21 @@ def test_adabin_activation_code_form_values_and_gradients(alpha, beta, rng):
     u = (x.numpy().astype(np.float64) - beta) / alpha
     s = np.where(u >= 0, 1.0, -1.0)
     fprime = approx_sign_grad_np(u)
-    np.testing.assert_allclose(y.numpy(), alpha * (s + beta), rtol=1e-6)
+    out, d_beta, d_alpha = _expected_activation(form, alpha, beta, s, u, fprime)
+    np.testing.assert_allclose(y.numpy(), out, rtol=1e-6)
     np.testing.assert_allclose(dx.numpy(), upstream * fprime, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dbeta.numpy(), np.sum(upstream * (alpha - fprime)), rtol=1e-4,
-                               atol=1e-5)
-    np.testing.assert_allclose(dalpha.numpy(), np.sum(upstream * (s + beta - u * fprime)),
-                               rtol=1e-4, atol=1e-5)
-    # inference form: threshold beta, scale alpha, offset alpha * beta, exact in forward
-    form = q.binary_form(x).numpy()
-    assert (float(form.threshold), float(form.scale), float(form.offset)) == pytest.approx(
-        (beta, alpha, alpha * beta))
+    np.testing.assert_allclose(dbeta.numpy(), np.sum(upstream * d_beta), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dalpha.numpy(), np.sum(upstream * d_alpha), rtol=1e-4, atol=1e-5)
+    # inference form: threshold beta, scale alpha, offset beta (paper) or alpha*beta (code)
+    binary = q.binary_form(x).numpy()
+    offset = beta if form == "paper" else alpha * beta
+    assert (float(binary.threshold), float(binary.scale), float(binary.offset)) == pytest.approx(
+        (beta, alpha, offset))
     np.testing.assert_array_equal(q.binary_form(x)(x).numpy(), y.numpy())
-    with pytest.raises(ValueError, match="form"):
+
+
+def test_adabin_activation_form_is_checked():
+    with pytest.raises(ValueError, match="`form` of AdaBinActivation"):
         AdaBinActivation(form="pytorch")
 
 
