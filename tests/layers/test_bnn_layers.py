@@ -4,22 +4,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_values import X, value_and_grads
 
 from kbnn.layers import LearnableBias, Maxout, RPReLU
 
-X = np.array([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=np.float32)
-
 
 def grads(layer, x, upstream):
-    """Output and gradients of sum(upstream * layer(x)) w.r.t. x and every layer weight."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(y * upstream)
-    names = [w.path.split("/")[-1] for w in layer.trainable_weights]
-    g = tape.gradient(loss, [x] + layer.trainable_weights)
-    return y.numpy(), g[0].numpy(), {n: v.numpy() for n, v in zip(names, g[1:])}
+    """Output and gradients of sum(upstream * layer(x)) w.r.t. x and each layer weight, by name."""
+    if not layer.built:
+        layer.build(np.shape(x))
+    y, dx, dw = value_and_grads(layer, x, layer.trainable_weights, upstream)
+    return y, dx, {w.path.split("/")[-1]: g for w, g in zip(layer.trainable_weights, dw)}
 
 
 def constant(value):

@@ -3,20 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_values import X, value_and_grad
 
 from kbnn.quantizers import BinaryForm, DoReFa
-
-X = np.array([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=np.float32)
-
-
-def value_and_grad(quantizer, x, upstream=None):
-    """Forward value and d(sum(upstream * q(x)))/dx through tf.GradientTape."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x)
-        loss = tf.reduce_sum(y if upstream is None else y * upstream)
-    return y.numpy(), tape.gradient(loss, x).numpy()
 
 
 def round_half_up(v):

@@ -3,18 +3,11 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from reference_values import XNOR_ROWS, X, approx_sign_grad_np, value_and_grad, value_and_grads
 
 import kbnn
 from kbnn.layers import QuantConv2D
 from kbnn.quantizers import RSign, ScaledSign
-
-X = np.array([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=np.float32)
-
-
-def approx_sign_grad_np(u):
-    """F'(u) of Bi-Real's ApproxSign: 2 + 2u on [-1, 0), 2 - 2u on [0, 1), 0 elsewhere."""
-    return np.where((u >= -1) & (u < 0), 2 + 2 * u, np.where((u >= 0) & (u < 1), 2 - 2 * u, 0.0))
 
 
 def rsign_with(thresholds) -> RSign:
@@ -26,35 +19,24 @@ def rsign_with(thresholds) -> RSign:
 
 def test_rsign_matches_methods_reference_values():
     q = rsign_with([0.25])
-    x = tf.constant(X.reshape(9, 1))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        y = q(x)
-        loss = tf.reduce_sum(y)
-    np.testing.assert_array_equal(y.numpy().ravel(), [-1, -1, -1, -1, -1, 1, 1, 1, 1])
+    y, dx, (dt,) = value_and_grads(q, X.reshape(9, 1), [q.threshold])
+    np.testing.assert_array_equal(y.ravel(), [-1, -1, -1, -1, -1, 1, 1, 1, 1])
     expected_dx = np.array([0, 0, 0.5, 1, 1.5, 2, 1.5, 0.5, 0])
-    np.testing.assert_allclose(tape.gradient(loss, x).numpy().ravel(), expected_dx, atol=1e-6)
+    np.testing.assert_allclose(dx.ravel(), expected_dx, atol=1e-6)
     # one threshold shared by the 9 rows: d/dt sums -F'(x - t) over the batch
-    np.testing.assert_allclose(tape.gradient(loss, q.threshold).numpy(), [-expected_dx.sum()],
-                               atol=1e-5)
+    np.testing.assert_allclose(dt, [-expected_dx.sum()], atol=1e-5)
 
 
 def test_rsign_threshold_is_per_channel_and_gets_minus_input_gradient(rng):
     thresholds = np.array([0.25, -0.5, 0.0], np.float32)
     q = rsign_with(thresholds)
-    x = tf.constant(rng.uniform(-2, 2, size=(4, 5, 3)).astype(np.float32))
-    upstream = tf.constant(rng.normal(size=(4, 5, 3)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(q(x) * upstream)
-        y = q(x)
-    xn = x.numpy()
-    np.testing.assert_array_equal(y.numpy(), np.where(xn >= thresholds, 1.0, -1.0))
-    fprime = approx_sign_grad_np(xn - thresholds)
-    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), upstream.numpy() * fprime,
-                               atol=1e-5)
-    np.testing.assert_allclose(tape.gradient(loss, q.threshold).numpy(),
-                               -(upstream.numpy() * fprime).sum(axis=(0, 1)), atol=1e-4)
+    x = rng.uniform(-2, 2, size=(4, 5, 3)).astype(np.float32)
+    upstream = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    y, dx, (dt,) = value_and_grads(q, x, [q.threshold], upstream)
+    np.testing.assert_array_equal(y, np.where(x >= thresholds, 1.0, -1.0))
+    fprime = approx_sign_grad_np(x - thresholds)
+    np.testing.assert_allclose(dx, upstream * fprime, atol=1e-5)
+    np.testing.assert_allclose(dt, -(upstream * fprime).sum(axis=(0, 1)), atol=1e-4)
 
 
 def test_rsign_threshold_initialises_to_zero_and_binary_form_is_exact(rng):
@@ -78,22 +60,17 @@ def test_rsign_needs_a_known_channel_dimension():
 
 def test_scaled_sign_forward_scale_and_clipped_ste_gradient():
     # two output channels (last axis): the METHODS.md §13 XNOR rows
-    w = np.array([[0.5, -1.0, 0.25, -0.25], [2.0, -0.1, 0.1, 0.3]], np.float32).T
+    w = XNOR_ROWS.T
     q = ScaledSign()
-    wt = tf.constant(w)
-    upstream = tf.constant(np.arange(1, 9, dtype=np.float32).reshape(4, 2))
-    with tf.GradientTape() as tape:
-        tape.watch(wt)
-        y = q(wt)
-        loss = tf.reduce_sum(y * upstream)
+    upstream = np.arange(1, 9, dtype=np.float32).reshape(4, 2)
+    y, g = value_and_grad(q, w, upstream)
     alpha = np.array([0.5, 0.625])
-    np.testing.assert_allclose(y.numpy(), alpha * np.where(w >= 0, 1.0, -1.0), rtol=1e-6)
+    np.testing.assert_allclose(y, alpha * np.where(w >= 0, 1.0, -1.0), rtol=1e-6)
     # gradient 1[|W| <= 1], no magnitude factor (alpha is detached)
-    np.testing.assert_allclose(tape.gradient(loss, wt).numpy(),
-                               upstream.numpy() * (np.abs(w) <= 1.0), rtol=1e-6)
+    np.testing.assert_allclose(g, upstream * (np.abs(w) <= 1.0), rtol=1e-6)
     form = q.binary_form(w)
     np.testing.assert_allclose(form.scale, alpha, rtol=1e-6)
-    np.testing.assert_array_equal(form(w).numpy(), y.numpy())
+    np.testing.assert_array_equal(form(w).numpy(), y)
 
 
 def test_scaled_sign_per_output_channel_over_conv_kernel(rng):
@@ -103,11 +80,8 @@ def test_scaled_sign_per_output_channel_over_conv_kernel(rng):
     alpha = np.abs(w).reshape(-1, 5).mean(axis=0)
     np.testing.assert_allclose(y, alpha * np.where(w >= 0, 1.0, -1.0), rtol=1e-6)
     np.testing.assert_array_equal(q.binary_form(w)(w).numpy(), y)
-    wt = tf.constant(w)
-    with tf.GradientTape() as tape:
-        tape.watch(wt)
-        loss = tf.reduce_sum(q(wt))
-    np.testing.assert_array_equal(tape.gradient(loss, wt).numpy(), np.abs(w) <= 0.5)
+    _, g = value_and_grad(q, w)
+    np.testing.assert_array_equal(g, np.abs(w) <= 0.5)
 
 
 def test_scaled_sign_rejects_bad_clip_value():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_values import SIGN_X, STE_GRAD, X, value_and_grad
 
 from kbnn.quantizers import (
     ApproxSign,
@@ -12,20 +13,6 @@ from kbnn.quantizers import (
     SteSign,
     SwishSign,
 )
-
-X = np.array([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=np.float32)
-SIGN_X = np.array([-1, -1, -1, -1, 1, 1, 1, 1, 1], dtype=np.float32)  # sign(0) = +1
-STE_GRAD = np.array([0, 1, 1, 1, 1, 1, 1, 1, 0], dtype=np.float32)  # 1[|x| <= 1]
-
-
-def value_and_grad(quantizer, x, upstream=None):
-    """Forward value and d(sum(upstream * q(x)))/dx through tf.GradientTape."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x)
-        loss = tf.reduce_sum(y if upstream is None else y * upstream)
-    return y.numpy(), tape.gradient(loss, x).numpy()
 
 
 def test_ste_sign_values_and_clipped_gradient():

@@ -2,27 +2,15 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
+from reference_values import XNOR_ROWS, value_and_grad
 
 import kbnn
 from kbnn.layers import QuantConv2D
 from kbnn.quantizers import XnorWeight, xnor_activation_scale
 
-# METHODS.md §13: one output channel per row; kernels are (..., C_out), so transpose
-ROWS = np.array([[0.5, -1.0, 0.25, -0.25], [2.0, -0.1, 0.1, 0.3]], np.float32)
-
-
-def value_and_grad(quantizer, w, upstream):
-    w = tf.constant(w)
-    with tf.GradientTape() as tape:
-        tape.watch(w)
-        y = quantizer(w)
-        loss = tf.reduce_sum(y * upstream)
-    return y.numpy(), tape.gradient(loss, w).numpy()
-
 
 def test_xnor_alphas_forward_and_gradient_match_reference():
-    w = ROWS.T  # (4, 2)
+    w = XNOR_ROWS.T  # (4, 2): kernels are (..., C_out)
     upstream = np.arange(1, 9, dtype=np.float32).reshape(4, 2)
     y, g = value_and_grad(XnorWeight(), w, upstream)
     alpha = np.array([0.5, 0.625])

@@ -5,17 +5,11 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from reference_values import EDE_GRAD_END, EDE_GRAD_MIDDLE, EDE_GRAD_START, X, value_and_grad
 
 from kbnn.layers import QuantConv2D, QuantDense
 from kbnn.quantizers import AdaBinWeight, EDESign, LibraSign
 from kbnn.training import EDESchedule, ede_schedule_values
-
-X = np.array([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5], dtype=np.float32)
-# METHODS.md §13 EDE gradient k t (1 - tanh^2(t x)) at the schedule's start, middle and end
-START = [0.978, 0.990, 0.998, 0.999, 1.0, 0.999, 0.998, 0.990, 0.978]
-MIDDLE = [0.1807, 0.4200, 0.7864, 0.9400, 1.0, 0.9400, 0.7864, 0.4200, 0.1807]
-END = [0.0, 0.0, 0.0018, 0.2659, 10.0, 0.2659, 0.0018, 0.0, 0.0]
 
 
 def ede_model() -> keras.Model:
@@ -46,11 +40,7 @@ class Recorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.states.append([(float(q.t.numpy()), float(q.k.numpy())) for q in self.quantizers])
-        x = tf.constant(X)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(self.quantizers[0](x))
-        self.grads.append(tape.gradient(loss, x).numpy())
+        self.grads.append(value_and_grad(self.quantizers[0], X)[1])
 
 
 def fit(model, epochs, schedule):
@@ -81,9 +71,9 @@ def test_start_middle_end_of_schedule_in_fit():
     for states, (t, k) in zip(recorder.states, expected):
         for state in states:  # every quantizer, the nested ones included
             assert state == pytest.approx((t, k), rel=1e-6)
-    np.testing.assert_allclose(recorder.grads[0], START, atol=1e-3)
-    np.testing.assert_allclose(recorder.grads[1], MIDDLE, atol=1e-4)
-    np.testing.assert_allclose(recorder.grads[2], END, atol=1e-4)
+    np.testing.assert_allclose(recorder.grads[0], EDE_GRAD_START, atol=1e-3)
+    np.testing.assert_allclose(recorder.grads[1], EDE_GRAD_MIDDLE, atol=1e-4)
+    np.testing.assert_allclose(recorder.grads[2], EDE_GRAD_END, atol=1e-4)
     np.testing.assert_allclose(history.history["ede_t"], [0.1, 1.0, 10.0], rtol=1e-6)
     np.testing.assert_allclose(history.history["ede_k"], [10.0, 1.0, 1.0], rtol=1e-6)
 
@@ -94,7 +84,7 @@ def test_total_epochs_defaults_to_fit_epochs_and_state_is_saved(tmp_path):
     t_expected = [0.1 * 10 ** (2 * i / 4) for i in range(4)]
     for states, t in zip(recorder.states, t_expected):
         assert states[0] == pytest.approx((t, max(1 / t, 1.0)), rel=1e-6)
-    np.testing.assert_allclose(recorder.grads[2], MIDDLE, atol=1e-4)  # epoch 2 of 4: t = 1
+    np.testing.assert_allclose(recorder.grads[2], EDE_GRAD_MIDDLE, atol=1e-4)  # epoch 2 of 4: t = 1
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     for q in all_ede_quantizers(loaded):
