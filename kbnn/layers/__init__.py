@@ -1,16 +1,38 @@
-"""Quantized Keras layers and BNN-specific layers."""
+"""Quantized Keras layers, BNN-specific layers, and the public export contract of quantized
+layers (`QuantizedWeight`, `BinaryConvForm`, `register_export_form`, `export_scope`)."""
 
+from kbnn.layers.base import QuantConvMixin, QuantizedLayerMixin
 from kbnn.layers.bnn import LearnableBias, Maxout, RPReLU
 from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.layers.dense import QuantDense
+from kbnn.layers.export import (
+    BinaryConvForm,
+    ExportRefusal,
+    QuantizedWeight,
+    export_form,
+    export_override,
+    export_scope,
+    register_export_form,
+    registered_export_forms,
+)
 
 __all__ = [
+    "BinaryConvForm",
+    "ExportRefusal",
     "LearnableBias",
     "Maxout",
     "QuantConv1D",
     "QuantConv2D",
+    "QuantConvMixin",
     "QuantDense",
     "QuantDepthwiseConv2D",
     "QuantSeparableConv2D",
+    "QuantizedLayerMixin",
+    "QuantizedWeight",
     "RPReLU",
+    "export_form",
+    "export_override",
+    "export_scope",
+    "register_export_form",
+    "registered_export_forms",
 ]

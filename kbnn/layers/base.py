@@ -1,13 +1,16 @@
-"""Shared machinery of the quantized layers: quantizer arguments, padding, export hook."""
+"""Shared machinery of the quantized layers: quantizer arguments, the quantized-weights map,
+padding, and the dispatch to the export form while the converter's export mode is active."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+import keras
 import tensorflow as tf
 from keras import ops
 
 from kbnn import quantizers as q
+from kbnn.layers.export import QuantizedWeight, export_override
 
 __all__ = ["QuantConvMixin", "QuantizedLayerMixin", "same_padding", "validate_pad_values"]
 
@@ -67,14 +70,19 @@ def _shape_with_dynamic_dims(x) -> list:
 
 
 class QuantizedLayerMixin:
-    """Holds an input quantizer and kernel quantizers; builds, serialises and applies them.
+    """Holds an input quantizer and weight quantizers; builds, serialises and applies them.
 
-    Subclasses declare `_kernel_quantizer_args`, the constructor argument names of their kernel
-    quantizers (``("kernel_quantizer",)``, or depthwise/pointwise for separable convs), and
-    implement `_kernel_quantizer_shapes()`, the shape each kernel quantizer is built with.
+    Mixed into a Keras layer class (``class QuantConv2D(QuantConvMixin, keras.layers.Conv2D)``).
+    Subclasses declare `_quantized_weight_attrs`, which maps each weight-quantizer constructor
+    argument to the attribute holding the weight it quantizes (``{"kernel_quantizer":
+    "kernel"}``); a subclass whose quantizer sees the weight in another shape overrides
+    `_quantizer_view_shape`.
+
+    While `kbnn.layers.export_scope` names the layer (the converter's export mode), a call
+    computes the layer's export function instead of its training form.
     """
 
-    _kernel_quantizer_args: tuple[str, ...] = ("kernel_quantizer",)
+    _quantized_weight_attrs: dict[str, str] = {"kernel_quantizer": "kernel"}
 
     def _init_quantizers(self, input_quantizer, **kernel_quantizers):
         """Resolve the quantizer arguments. Quantizers compute in the layer's dtype policy
@@ -85,46 +93,84 @@ class QuantizedLayerMixin:
             if quantizer is not None and self.dtype_policy.quantization_mode is None:
                 quantizer.dtype_policy = self.dtype_policy.name
             setattr(self, name, quantizer)
-        # Set by kbnn.converters while exporting: a function replacing `call`.
-        self._export_call: Callable | None = None
+
+    def __call__(self, *args, **kwargs):
+        export_call = export_override(self)
+        if export_call is None:
+            return super().__call__(*args, **kwargs)
+        inputs = args[0] if args else kwargs["inputs"]
+        with keras.name_scope(self.name, caller=self):
+            return export_call(inputs)
 
     @property
     def quantizers(self) -> dict:
         """The quantizers that are set, by constructor argument name."""
-        names = ("input_quantizer",) + self._kernel_quantizer_args
+        names = ("input_quantizer", *self._quantized_weight_attrs)
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def is_binary(self) -> bool:
         """True when the input and every kernel are binarized (an LCE binary op candidate)."""
-        quantizers = [self.input_quantizer] + [getattr(self, n) for n in self._kernel_quantizer_args]
+        quantizers = [self.input_quantizer] + [getattr(self, n) for n in self._quantized_weight_attrs]
         return all(k is not None and k.precision == 1 for k in quantizers)
 
-    def _kernel_quantizer_shapes(self) -> dict:
-        return {"kernel_quantizer": tuple(self._kernel.shape)}
+    def _quantizer_view_shape(self, argument: str, shape: tuple) -> tuple:
+        """The shape the quantizer of `argument` sees a weight of `shape` in."""
+        return tuple(shape)
+
+    def quantized_weights(self) -> dict[str, QuantizedWeight]:
+        """Every quantized weight of the layer, by quantizer argument: the latent variable,
+        its quantizer (None when unset) and the shape the quantizer sees. The one map that the
+        converter, `kbnn.summary`, the benchmarks and the optimizers read. Needs a built layer.
+        """
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) is not built: "
+                "quantized_weights() needs its variables. Call the layer on data (or build it) "
+                "first.")
+        return self._collect_quantized_weights()
+
+    def _collect_quantized_weights(self) -> dict[str, QuantizedWeight]:
+        weights = {}
+        for argument, attribute in self._quantized_weight_attrs.items():
+            variable = getattr(self, attribute, None)
+            if variable is None or not hasattr(variable, "shape"):
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} declares that `{argument}` quantizes "
+                    f"its attribute `{attribute}`, but it has no such weight (received "
+                    f"{attribute}={variable!r}). Fix `_quantized_weight_attrs`.")
+            shape = self._quantizer_view_shape(argument, tuple(variable.shape))
+            weights[argument] = QuantizedWeight(argument, variable, getattr(self, argument),
+                                                shape)
+        return weights
 
     def build(self, input_shape):
         super().build(input_shape)
         if self.input_quantizer is not None and not self.input_quantizer.built:
             self.input_quantizer.build(tuple(input_shape))
-        for name, shape in self._kernel_quantizer_shapes().items():
-            quantizer = getattr(self, name)
-            if quantizer is not None and not quantizer.built:
-                quantizer.build(tuple(shape))
+        for weight in self._collect_quantized_weights().values():
+            if weight.quantizer is not None and not weight.quantizer.built:
+                weight.quantizer.build(weight.shape)
 
     def quantize_input(self, inputs):
         if self.input_quantizer is None:
             return inputs
         return self.input_quantizer(inputs)
 
-    def quantize_kernel(self, kernel, name: str = "kernel_quantizer"):
-        quantizer = getattr(self, name)
+    def quantize_weight(self, argument: str, value):
+        """`value` (a weight as stored) through the quantizer of `argument`, in the shape that
+        quantizer sees, and back to the stored shape."""
+        quantizer = getattr(self, argument)
         if quantizer is None:
-            return kernel
-        return quantizer(kernel)
+            return value
+        shape = tuple(value.shape)
+        view = self._quantizer_view_shape(argument, shape)
+        if view == shape:
+            return quantizer(value)
+        return ops.reshape(quantizer(ops.reshape(value, view)), shape)
 
     def _quantizer_config(self) -> dict:
-        names = ("input_quantizer",) + self._kernel_quantizer_args
+        names = ("input_quantizer", *self._quantized_weight_attrs)
         config = {}
         for name in names:
             serialized = q.serialize(getattr(self, name))
@@ -138,7 +184,8 @@ class QuantizedLayerMixin:
         return {**super().get_config(), **self._quantizer_config()}
 
     def _finish(self, outputs):
-        """Bias and activation, as the Keras layer does them."""
+        """Bias and activation, as the Keras layer does them (for the layers whose Keras `call`
+        skips the `convolution_op` seam and is therefore written out here)."""
         if self.use_bias:
             outputs = ops.add(outputs, self._bias_for_broadcast())
         if self.activation is not None:
@@ -152,8 +199,10 @@ class QuantizedLayerMixin:
 class QuantConvMixin(QuantizedLayerMixin):
     """Convolution with input/kernel quantizers and `pad_values` for SAME/causal padding.
 
-    Subclasses implement `_quantized_conv(x, padding)`: quantize their kernel(s) and convolve
-    the (quantized, explicitly padded) input `x` with the given Keras padding mode.
+    `convolution_op` is Keras' convolution seam (`keras.layers.Conv2D.call` uses it and adds
+    bias and activation itself); subclasses whose Keras `call` skips the seam (Conv1D,
+    DepthwiseConv2D, SeparableConv2D) write `call` out with `quantized_input`, `quantize_weight`
+    and `_finish`.
     """
 
     def _init_pad_values(self, pad_values):
@@ -220,26 +269,18 @@ class QuantConvMixin(QuantizedLayerMixin):
         border = tf.pad(tf.zeros_like(x), full, constant_values=1.0)
         return tf.pad(x, full) + border * level, "valid"
 
-    def quantize_depthwise_kernel(self, kernel):
-        """Quantize a depthwise kernel (kh, kw, C, M) as (kh, kw, 1, C*M): one output channel
-        per depthwise filter, so per-output-channel statistics are per filter."""
-        if self.depthwise_quantizer is None:
-            return kernel
-        kh, kw, cin, mult = kernel.shape
-        flat = ops.reshape(kernel, (kh, kw, 1, cin * mult))
-        return ops.reshape(self.depthwise_quantizer(flat), (kh, kw, cin, mult))
+    def quantized_input(self, inputs):
+        """The input quantized and explicitly padded, with the padding mode left for the
+        convolution (see `pad_inputs`)."""
+        return self.pad_inputs(self.quantize_input(inputs))
 
-    def call(self, inputs):
-        if self._export_call is not None:
-            return self._export_call(inputs)
-        x = self.quantize_input(inputs)
-        x, padding = self.pad_inputs(x)
-        return self._finish(self._quantized_conv(x, padding))
-
-    def _quantized_conv(self, x, padding):
+    def convolution_op(self, inputs, kernel):
+        """Keras' convolution seam: quantize and pad the input, quantize the kernel, convolve.
+        Keras' own `call` adds the bias and applies the activation."""
+        x, padding = self.quantized_input(inputs)
         return ops.conv(
             x,
-            self.quantize_kernel(self.kernel),
+            self.quantize_weight("kernel_quantizer", kernel),
             strides=list(self.strides),
             padding=padding,
             dilation_rate=self.dilation_rate,

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from kbnn.layers.base import QuantConvMixin
+from kbnn.layers.export import BinaryConvForm, ExportRefusal, register_export_form
 
 __all__ = ["QuantConv1D", "QuantConv2D", "QuantDepthwiseConv2D", "QuantSeparableConv2D"]
 
@@ -51,14 +52,32 @@ class QuantConv1D(QuantConvMixin, keras.layers.Conv1D):
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values)
 
+    def call(self, inputs):
+        # keras.layers.Conv1D.call pads causally and convolves itself, without the
+        # `convolution_op` seam; here the seam pads after quantizing (with `pad_values`).
+        return self._finish(self.convolution_op(inputs, self.kernel))
 
-def _depthwise_quantizer_shape(kernel) -> tuple:
-    kh, kw, cin, mult = kernel.shape
-    return (kh, kw, 1, cin * mult)
+
+class _DepthwiseViewMixin:
+    """A depthwise kernel (kh, kw, C, M) is quantized as (kh, kw, 1, C*M): one output channel
+    per depthwise filter, so per-output-channel statistics are per filter."""
+
+    def _quantizer_view_shape(self, argument, shape):
+        if argument != "depthwise_quantizer":
+            return tuple(shape)
+        kh, kw, cin, mult = shape
+        return (kh, kw, 1, cin * mult)
+
+    def _depthwise(self, inputs, kernel):
+        x, padding = self.quantized_input(inputs)
+        return ops.depthwise_conv(
+            x, self.quantize_weight("depthwise_quantizer", kernel), strides=self.strides,
+            padding=padding, dilation_rate=self.dilation_rate, data_format=self.data_format,
+        )
 
 
 @_register
-class QuantDepthwiseConv2D(QuantConvMixin, keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(_DepthwiseViewMixin, QuantConvMixin, keras.layers.DepthwiseConv2D):
     """Depthwise 2-D convolution with quantized input and depthwise kernel (MobileNet-style
     depthwise conv, arXiv 1704.04861, binarized as in BinaryNet, arXiv 1602.02830).
 
@@ -74,7 +93,7 @@ class QuantDepthwiseConv2D(QuantConvMixin, keras.layers.DepthwiseConv2D):
         **kwargs: every argument of `keras.layers.DepthwiseConv2D`.
     """
 
-    _kernel_quantizer_args = ("depthwise_quantizer",)
+    _quantized_weight_attrs = {"depthwise_quantizer": "kernel"}
 
     def __init__(self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
                  pad_values=0.0, **kwargs):
@@ -82,18 +101,13 @@ class QuantDepthwiseConv2D(QuantConvMixin, keras.layers.DepthwiseConv2D):
         self._init_quantizers(input_quantizer, depthwise_quantizer=depthwise_quantizer)
         self._init_pad_values(pad_values)
 
-    def _kernel_quantizer_shapes(self):
-        return {"depthwise_quantizer": _depthwise_quantizer_shape(self.kernel)}
-
-    def _quantized_conv(self, x, padding):
-        return ops.depthwise_conv(
-            x, self.quantize_depthwise_kernel(self.kernel), strides=self.strides,
-            padding=padding, dilation_rate=self.dilation_rate, data_format=self.data_format,
-        )
+    def call(self, inputs):
+        # keras.layers.DepthwiseConv2D.call has no convolution seam.
+        return self._finish(self._depthwise(inputs, self.kernel))
 
 
 @_register
-class QuantSeparableConv2D(QuantConvMixin, keras.layers.SeparableConv2D):
+class QuantSeparableConv2D(_DepthwiseViewMixin, QuantConvMixin, keras.layers.SeparableConv2D):
     """Separable 2-D convolution (Xception, arXiv 1610.02357) with quantized input, depthwise
     kernel and pointwise kernel.
 
@@ -105,7 +119,8 @@ class QuantSeparableConv2D(QuantConvMixin, keras.layers.SeparableConv2D):
         **kwargs: every argument of `keras.layers.SeparableConv2D`.
     """
 
-    _kernel_quantizer_args = ("depthwise_quantizer", "pointwise_quantizer")
+    _quantized_weight_attrs = {"depthwise_quantizer": "depthwise_kernel",
+                               "pointwise_quantizer": "pointwise_kernel"}
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None,
                  depthwise_quantizer=None, pointwise_quantizer=None, pad_values=0.0, **kwargs):
@@ -114,17 +129,55 @@ class QuantSeparableConv2D(QuantConvMixin, keras.layers.SeparableConv2D):
                               pointwise_quantizer=pointwise_quantizer)
         self._init_pad_values(pad_values)
 
-    def _kernel_quantizer_shapes(self):
-        return {
-            "depthwise_quantizer": _depthwise_quantizer_shape(self.depthwise_kernel),
-            "pointwise_quantizer": tuple(self.pointwise_kernel.shape),
-        }
+    def call(self, inputs):
+        # keras.layers.SeparableConv2D.call has no convolution seam.
+        outputs = self._depthwise(inputs, self.depthwise_kernel)
+        pointwise = self.quantize_weight("pointwise_quantizer", self.pointwise_kernel)
+        return self._finish(ops.conv(outputs, pointwise, strides=1, padding="valid",
+                                     data_format=self.data_format))
 
-    def _quantized_conv(self, x, padding):
-        outputs = ops.depthwise_conv(
-            x, self.quantize_depthwise_kernel(self.depthwise_kernel), strides=self.strides,
-            padding=padding, dilation_rate=self.dilation_rate, data_format=self.data_format,
-        )
-        pointwise = self.quantize_kernel(self.pointwise_kernel, "pointwise_quantizer")
-        return ops.conv(outputs, pointwise, strides=1, padding="valid",
-                        data_format=self.data_format)
+
+# ------------------------------------------------------------------------------ export forms
+
+_CHANNELS_LAST_FIX = "use data_format='channels_last'"
+
+
+def conv_export_form(layer) -> BinaryConvForm | ExportRefusal:
+    """Export form of `QuantConv2D` / `QuantConv1D`: one binary 2-D convolution (a 1-D conv as
+    a height-1 2-D conv), read from the layer's public attributes."""
+    if layer.data_format != "channels_last":
+        return ExportRefusal("LCE binary convolutions need channels_last (NHWC) data",
+                             fix=_CHANNELS_LAST_FIX)
+    return BinaryConvForm(
+        input_quantizer=layer.input_quantizer,
+        kernel=layer.quantized_weights()["kernel_quantizer"],
+        layout="nhwc" if len(layer.kernel_size) == 2 else "nwc",
+        strides=tuple(layer.strides),
+        dilation_rate=tuple(layer.dilation_rate),
+        groups=int(layer.groups),
+        padding=layer.padding,
+        pad_values=float(layer.pad_values),
+        padding_amounts=layer.padding_amounts,
+        bias=layer.bias if layer.use_bias else None,
+        activation=layer.activation,
+    )
+
+
+_DEPTHWISE_FIX = ("keep the depthwise convolution full precision (no input/depthwise "
+                  "quantizer), or use QuantConv2D(groups=G) with C/G a multiple of 32")
+
+
+def depthwise_export_form(layer) -> ExportRefusal:
+    """A binary depthwise (or separable) conv has no LCE binary op: LCE needs >= 32 input
+    channels per group, and a depthwise conv has one."""
+    kind = "separable" if isinstance(layer, keras.layers.SeparableConv2D) else "depthwise"
+    return ExportRefusal(
+        f"LCE has no binary {kind} convolution: a depthwise conv is a grouped conv with 1 input "
+        "channel per group, and LCE needs >= 32 input channels per group (multiple of 32)",
+        fix=_DEPTHWISE_FIX)
+
+
+register_export_form(QuantConv2D, conv_export_form)
+register_export_form(QuantConv1D, conv_export_form)
+register_export_form(QuantDepthwiseConv2D, depthwise_export_form)
+register_export_form(QuantSeparableConv2D, depthwise_export_form)

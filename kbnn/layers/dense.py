@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kbnn.layers.base import QuantizedLayerMixin
+from kbnn.layers.export import BinaryConvForm, register_export_form
 
 __all__ = ["QuantDense"]
 
@@ -29,10 +30,9 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
 
     def call(self, inputs, training=None):
-        if self._export_call is not None:
-            return self._export_call(inputs)
+        # keras.layers.Dense.call multiplies by `self.kernel` directly (no seam).
         x = self.quantize_input(inputs)
-        kernel = self.quantize_kernel(self.kernel)
+        kernel = self.quantize_weight("kernel_quantizer", self.kernel)
         return self._finish(ops.matmul(x, kernel))
 
     def get_config(self):
@@ -43,3 +43,15 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
         }
+
+
+@register_export_form(QuantDense)
+def dense_export_form(layer) -> BinaryConvForm:
+    """Export form of `QuantDense`: every input position a row of one 1x1 binary conv."""
+    return BinaryConvForm(
+        input_quantizer=layer.input_quantizer,
+        kernel=layer.quantized_weights()["kernel_quantizer"],
+        layout="dense",
+        bias=layer.bias if layer.use_bias else None,
+        activation=layer.activation,
+    )

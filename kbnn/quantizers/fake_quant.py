@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kbnn.export_mode import export_override
 from kbnn.quantizers._checks import check_bool, check_choice, check_int_in_range, check_number
 from kbnn.quantizers.base import Quantizer
 from kbnn.quantizers.registry import register_alias
@@ -62,8 +63,6 @@ class FakeQuant(Quantizer):
             )
         self.narrow_range = check_bool("FakeQuant", "narrow_range", narrow_range)
         self.symmetric = check_bool("FakeQuant", "symmetric", symmetric)
-        # Set by kbnn.converters while exporting (float emulation when int8=False).
-        self._export_call = None
 
     def build(self, input_shape):
         if self.mode != "minmax":
@@ -101,8 +100,9 @@ class FakeQuant(Quantizer):
         return lo, hi
 
     def call(self, inputs, training=None):
-        if self._export_call is not None:
-            return self._export_call(inputs)
+        export_call = export_override(self)  # the converter's export mode (kbnn.export_mode)
+        if export_call is not None:
+            return export_call(inputs)
         lo, hi = self.quant_range(inputs, training)
         return tf.quantization.fake_quant_with_min_max_vars(
             inputs, lo, hi, num_bits=self.num_bits, narrow_range=self.narrow_range)

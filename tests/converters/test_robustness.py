@@ -78,23 +78,21 @@ def test_int8_depthwise_and_separable_with_fake_quant_kernels(kind):
 
 
 class _OddDense(QuantDense):
-    """A QuantDense subclass declaring a kernel quantizer argument kbnn has no weight for."""
+    """A QuantDense subclass declaring a quantizer argument for a weight it does not have."""
 
-    _kernel_quantizer_args = ("kernel_quantizer", "odd_quantizer")
+    _quantized_weight_attrs = {"kernel_quantizer": "kernel", "odd_quantizer": "odd_weight"}
 
     def __init__(self, *args, odd_quantizer=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.odd_quantizer = odd_quantizer
 
 
-def test_int8_kernel_quantizer_without_known_weight_is_a_conversion_error():
+def test_quantizer_argument_without_its_weight_is_refused_when_building():
     seeded()
     inp = keras.Input((4,))
-    x = _OddDense(3, input_quantizer=FakeQuant(), kernel_quantizer=_weights_fq(), name="odd")(inp)
-    model = keras.Model(inp, FakeQuant()(x))
-    with pytest.raises(ConversionError, match="odd_quantizer") as info:
-        convert(model, int8=True)
-    assert info.value.layer == "odd"
+    with pytest.raises(ValueError, match="odd_quantizer.*odd_weight") as info:
+        _OddDense(3, input_quantizer=FakeQuant(), kernel_quantizer=_weights_fq(), name="odd")(inp)
+    assert "'odd'" in str(info.value)
 
 
 # ------------------------------------------------------------------ 2. dtype policies

@@ -338,12 +338,20 @@ def test_is_binary_and_quantizers():
     assert dw.is_binary
 
 
-def test_export_call_replaces_call(rng):
+def test_export_scope_routes_calls_to_the_export_function(rng):
+    from kbnn.layers import export_scope
+
     layer = QuantConv2D(2, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    other = QuantConv2D(2, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
     x = rng.normal(size=(1, 5, 5, 2)).astype("float32")
-    layer(x)
-    layer._export_call = lambda inputs: inputs * 3.0
-    assert_close(layer(x), x * 3.0)
+    trained = np.asarray(layer(x))
+    other_out = np.asarray(other(x))
+    before = dict(vars(layer))
+    with export_scope({layer: lambda inputs: inputs * 3.0}):
+        assert_close(layer(x), x * 3.0)
+        assert_close(other(x), other_out)  # a layer the scope does not name is unchanged
+    assert_close(layer(x), trained)  # and the scope ends with the block
+    assert vars(layer).keys() == before.keys()
 
 
 def test_depthwise_quantizer_sees_one_output_channel_per_filter():
@@ -383,7 +391,7 @@ def _constructor_args(cls) -> set[str]:
 
 @pytest.mark.parametrize("cls, kwargs", CONFIG_CASES, ids=lambda v: getattr(v, "__name__", ""))
 def test_get_config_covers_every_argument(cls, kwargs):
-    quantizer_args = {n: "approx_sign" for n in ("input_quantizer",) + cls._kernel_quantizer_args}
+    quantizer_args = {n: "approx_sign" for n in ("input_quantizer", *cls._quantized_weight_attrs)}
     layer = cls(**kwargs, **quantizer_args, activation="relu", use_bias=False,
                 activity_regularizer="l2", bias_constraint="non_neg", name="custom")
     config = layer.get_config()

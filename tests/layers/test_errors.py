@@ -23,7 +23,7 @@ ALL_LAYERS = {**CONV_LAYERS, QuantDense: {"units": 2}}
 
 
 def _kernel_args(cls):
-    return cls._kernel_quantizer_args
+    return tuple(cls._quantized_weight_attrs)
 
 
 class _EightBit(Quantizer):

@@ -1,0 +1,156 @@
+"""Every use of private Keras / TensorFlow API in kbnn, in one place.
+
+Keras 3 and TensorFlow offer no public way to do the few things below. Each function names the
+private attribute it reads and is covered by `tests/test_keras_compat.py`, which fails loudly (with
+the Keras version) when a release moves it. Nothing here changes a layer; the only write is
+`register_constraint_alias`, which adds a name to Keras' table of constraint aliases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+
+__all__ = [
+    "call_functional",
+    "flatten_layers",
+    "input_signature",
+    "is_functional",
+    "keras_call_error_origin",
+    "layer_input_shapes",
+    "model_input_structure",
+    "recording_ops",
+    "register_constraint_alias",
+]
+
+
+def flatten_layers(layer, include_self: bool = True, recursive: bool = True) -> list:
+    """The layers tracked by `layer` (its attributes, lists and dicts of layers), depth first,
+    each once (`Layer._flatten_layers`; Keras has no public recursive walk)."""
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def input_signature(model) -> Any:
+    """The input signature `model.export` would use (`keras.src.export.export_utils`)."""
+    from keras.src.export.export_utils import get_input_signature
+
+    return get_input_signature(model)
+
+
+def model_input_structure(model) -> Any:
+    """The nested structure of a functional model's `Input` tensors (`Function._inputs_struct`),
+    or None for models without one."""
+    return getattr(model, "_inputs_struct", None)
+
+
+def layer_input_shapes(layer) -> list[tuple]:
+    """The input shapes `layer` was called with in functional graphs (`Layer._inbound_nodes`),
+    else the shape it was built with (the public `get_build_config`), else []."""
+    shapes = []
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        tensors = node.input_tensors
+        if tensors:
+            shapes.append(tuple(tensors[0].shape))
+    if shapes:
+        return shapes
+    config = layer.get_build_config() if layer.built else None
+    shape = (config or {}).get("input_shape")
+    if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+        return [tuple(shape)]
+    return []
+
+
+def register_constraint_alias(name: str, cls) -> None:
+    """Make ``kernel_constraint=name`` resolve to `cls`: `keras.constraints.get` looks strings up
+    only in its module table (`keras.src.constraints.ALL_OBJECTS_DICT`)."""
+    from keras.src import constraints as keras_constraints
+
+    keras_constraints.ALL_OBJECTS_DICT.setdefault(name, cls)
+
+
+def keras_call_error_origin(err: BaseException) -> tuple[BaseException, str | None]:
+    """The exception a layer call raised first, and the innermost Keras call it was raised in.
+
+    Keras re-raises an error from a layer call as a new exception of the same type, marked with
+    ``_keras_call_info_injected``, whose text starts with "Exception encountered when calling
+    X.call()"; the original is its ``__context__``.
+    """
+    import re
+
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    pattern = re.compile(r"Exception encountered when calling (.+?)\.\s*\n")
+    where = None
+    while getattr(err, "_keras_call_info_injected", False) and err.__context__ is not None:
+        found = pattern.search(ansi.sub("", str(err)))
+        where = found.group(1) if found else where
+        err = err.__context__
+    return err, where
+
+
+def is_functional(model) -> bool:
+    """True for a functional model (or a Sequential one built on an Input) whose graph of layer
+    calls can be run node by node."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None) is not None
+    return isinstance(model, Functional)
+
+
+def call_functional(model, inputs, substitute: Callable[[Any], Callable | None]):
+    """Run a functional (or built Sequential) model's graph in inference mode, calling
+    ``substitute(layer)`` instead of a layer wherever it returns a callable.
+
+    Nested functional models are run the same way. This is `Functional.call` with its own
+    `operation_fn` (`Function._run_through_graph`, `keras.src.models.functional.operation_fn`).
+    """
+    from keras.src.models.functional import operation_fn as keras_operation_fn
+
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+
+    def operation_fn(operation):
+        replacement = substitute(operation)
+        if replacement is not None:
+            return replacement
+        if is_functional(operation):
+            return lambda *args, **kwargs: call_functional(operation, args[0], substitute)
+        return keras_operation_fn(operation, training=False)
+
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1 and len(graph.inputs) == 1:
+        inputs = inputs[0]
+    outputs = graph._run_through_graph(graph._standardize_inputs(inputs),
+                                       operation_fn=operation_fn)
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    return outputs
+
+
+@contextlib.contextmanager
+def recording_ops(callback: Callable[[list, Any, Any], None]) -> Iterator[None]:
+    """Call ``callback(calls, inputs, outputs)`` for every TensorFlow op created (traced) or
+    run on this thread while the block runs. `calls` lists the layer calls that are open,
+    outermost first, as ``(layer, token)`` pairs: `token` is an opaque hashable object that is
+    the same for every op of one call and differs between two calls of the same layer (keep a
+    reference to it while you compare tokens).
+
+    Uses TensorFlow's op callbacks (`tensorflow.python.framework.op_callbacks`, thread-local)
+    and Keras' stack of open name scopes (``name_scope_stack`` in
+    `keras.src.backend.common.global_state`, whose entries record their `caller`).
+    """
+    from keras.src.backend.common import global_state
+    from tensorflow.python.framework import op_callbacks
+
+    def on_op(op_type, inputs, attrs, outputs, op_name=None, graph=None):
+        stack = global_state.get_global_attribute("name_scope_stack") or []
+        callback([(scope.caller, scope) for scope in stack if scope.caller is not None],
+                 inputs, outputs)
+        return None
+
+    op_callbacks.add_op_callback(on_op)
+    try:
+        yield
+    finally:
+        op_callbacks.remove_op_callback(on_op)
