@@ -7,13 +7,14 @@
 * `verify(model, flatbuffer, inputs) -> VerifyReport`: LCE interpreter vs Keras.
 * `ConversionError`: a layer (or model) that cannot be converted as asked.
 
-What lowers (LCE 0.16): binary `QuantConv2D` (any stride/dilation; padding valid, same with
-pad_values 1 (same-one) or 0 (LCE same-zero on arm for a plain sign, else a constant border
-map); groups with a multiple of 32 input channels per group), `QuantConv1D` (a height-1 2-D
-conv; causal padding pads x - t before the sign), `QuantDense` (reshape to [N, M, 1, C] before
-the sign, 1x1 conv). Binary depthwise/separable convs, grouped convs with other group sizes and
-channels_first are refused in strict mode (with strict=False they stay float ops and are listed
-in `ConversionResult.warnings`). Binary layers export in float32 under any dtype policy (e.g.
+What lowers (LCE 0.16; the LCE patterns behind it are described in docs/lce.md): binary
+`QuantConv2D` (any stride/dilation; padding valid, same with pad_values 1 (same-one) or 0 (LCE
+same-zero on arm for a plain sign, else a constant border map); groups with a multiple of 32
+input channels per group), `QuantConv1D` (a height-1 2-D conv; causal padding pads x - t before
+the sign), `QuantDense` (reshape to [N, M, 1, C] before the sign, 1x1 conv). Binary
+depthwise/separable convs, grouped convs with other group sizes and channels_first are refused
+in strict mode (with strict=False they stay float ops and are listed in
+`ConversionResult.warnings`). Binary layers export in float32 under any dtype policy (e.g.
 mixed_float16: casts around the layer) and need static input shapes (but the batch size); a
 flatbuffer with a custom op that is not an LCE op (it could not run) is refused in strict mode.
 

@@ -5,50 +5,54 @@ layer whose export adds correction terms (kernel offset: window sum; zero paddin
 input: border map) ends in an ADD/ADD_N, so a following BatchNormalization (BN) would stay as a
 float MUL + ADD over the whole output. Here such a BN is folded into the layer's export instead
 (`LayerPlan.fold_affine`: every term scaled by ``k = gamma / sqrt(var + eps)``, the shift
-``beta - mean * k`` added to the bconv's constant) and becomes an identity during export.
+``beta - mean * k`` added to the bconv's constant) and is an identity in the export graph.
 
-Which BN follows which layer is read from the graph that the export traces, so it works the same
-for functional/Sequential models and for custom blocks that call ``bn(conv(x))``: one trace of
-the model (as `model.export` traces it) with every BN replaced by a recorded ``tf.identity``. A
-BN is folded when the layer was called once, its output tensor's *only* consumer is that BN's
-identity (not another op, not a model output), the BN was called once, and it normalises the
-channels-last axis.
+Which BN follows which layer is read from the model's structure:
+
+* functional (and Sequential) models, also nested ones: the graph of layer calls. A BN folds when
+  the layer is called once, the BN is the only consumer of its output (which is not a model
+  output), the BN is called once, and it normalises the last (channels) axis;
+* blocks that declare their pairs (`batch_norm_pairs()`, e.g. `kbnn.blocks.AdaBinBlock`): the
+  block applies those BNs through `kbnn.export_mode.call_layer`.
+
+Every BN that follows such a layer and is not folded gets a warning naming both layers and the
+reason; so does a layer whose container neither is a functional model nor declares its pairs but
+holds a BN (kbnn cannot see what follows the layer there).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from kbnn import _keras_compat as compat
 
 from .layers import LayerPlan
 
-__all__ = ["batch_norm_affine", "fold_batch_norms", "identity_call", "restore_call", "set_call"]
-
-_MISSING = object()
+__all__ = ["FoldResult", "batch_norm_affine", "fold_batch_norms", "identity_call"]
 
 
-def set_call(layer: keras.layers.Layer, fn: Callable):
-    """Install `fn` as `layer.call` (an instance attribute); return what `restore_call` needs."""
-    previous = vars(layer).get("call", _MISSING)
-    layer.call = fn
-    return previous
-
-
-def restore_call(layer: keras.layers.Layer, previous) -> None:
-    """Undo `set_call`."""
-    if previous is _MISSING:
-        del layer.call
-    else:
-        layer.call = previous
-
-
-def identity_call(inputs, training=None, mask=None):
+def identity_call(inputs, *args, **kwargs):
     """The export form of a folded BatchNormalization."""
     return inputs
+
+
+@dataclass
+class FoldResult:
+    """What `fold_batch_norms` did.
+
+    Attributes:
+        folded: the folded BNs (each an identity in the export graph).
+        in_graphs: those of them that sit in functional graphs (the export runs those graphs
+            with the BN replaced, see `kbnn._keras_compat.call_functional`).
+        warnings: one line per BN (or layer) that was not folded, with the reason.
+    """
+
+    folded: list = field(default_factory=list)
+    in_graphs: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def batch_norm_affine(bn: keras.layers.BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
@@ -65,85 +69,116 @@ def batch_norm_affine(bn: keras.layers.BatchNormalization) -> tuple[np.ndarray, 
     return k, beta - mean * k
 
 
-def _batch_norms(model) -> list:
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if type(layer) is keras.layers.BatchNormalization]
+def _bn_problem(bn, rank: int | None, output_dtype) -> str | None:
+    """Why `bn` cannot fold as a per-output-channel map (None: it can)."""
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    if axis is None or not (axis == -1 or (rank is not None and axis == rank - 1)):
+        return f"it normalises axis {bn.axis!r}, not the last (channels) axis"
+    if keras.backend.standardize_dtype(output_dtype) != "float32":
+        return (f"the layer's output is {keras.backend.standardize_dtype(output_dtype)} "
+                "(only float32 outputs fold)")
+    return None
 
 
-def _trace(model, plans: list[LayerPlan], bns: list) -> tuple[dict, dict]:
-    """Trace the model once as `model.export` does; return the export outputs of each plan's
-    layer and the identity op of each BN call, keyed by id of the plan / BN."""
-    from keras.src.export.export_utils import get_input_signature
-
-    outputs: dict[int, list] = {id(p): [] for p in plans}
-    probes: dict[int, list] = {id(bn): [] for bn in bns}
-
-    def recorder(plan):
-        def export_call(inputs):
-            y = plan.export_call(inputs)
-            outputs[id(plan)].append(y)
-            return y
-        return export_call
-
-    def probe(bn):
-        def call(inputs, training=None, mask=None):
-            y = tf.identity(inputs)
-            probes[id(bn)].append((inputs, y.op))
-            return y
-        return call
-
-    undo = []
-    try:
-        for plan in plans:
-            plan.layer._export_call = recorder(plan)
-            undo.append(lambda layer=plan.layer: setattr(layer, "_export_call", None))
-        for bn in bns:
-            previous = set_call(bn, probe(bn))
-            undo.append(lambda bn=bn, previous=previous: restore_call(bn, previous))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            endpoint = keras.export.ExportArchive().track_and_add_endpoint(
-                "probe", model, get_input_signature(model))
-            endpoint.get_concrete_function()
-    finally:
-        for step in reversed(undo):
-            step()
-    return outputs, probes
+def _fold(plan: LayerPlan, bn, result: FoldResult, in_graph: bool) -> None:
+    plan.export_call = plan.fold_affine(*batch_norm_affine(bn))
+    plan.folded_bn = bn
+    plan.correction.append(f"batch norm {bn.name} folded into the bconv multiplier/bias and the "
+                           "correction terms")
+    result.folded.append(bn)
+    if in_graph:
+        result.in_graphs.append(bn)
 
 
-def _channels_last(bn, rank: int) -> bool:
-    return bn.axis in (-1, rank - 1)
+def _not_folded(result: FoldResult, plan: LayerPlan, bn, why: str) -> None:
+    result.warnings.append(
+        f"{bn.name}: the BatchNormalization after {plan.name} is not folded into its export "
+        f"({why}); it stays as float MUL + ADD ops over the layer's output")
 
 
-def fold_batch_norms(model, plans: list[LayerPlan]) -> list[LayerPlan]:
-    """Fold each BN that directly and only follows a plan with `fold_affine` into that plan
-    (`export_call` replaced, `folded_bn` set). Returns the plans that got a BN. Any failure to
-    trace leaves every plan as it was (the export then reports its own error)."""
-    candidates = [p for p in plans
-                  if p.lowerable and p.fold_affine is not None and p.folded_bn is None]
-    bns = _batch_norms(model) if candidates else []
-    if not bns:
-        return []
-    try:
-        outputs, probes = _trace(model, candidates, bns)
-    except Exception:  # noqa: BLE001 - folding is an optimisation; the export reports errors
-        return []
-    folded = []
-    for plan in candidates:
-        if len(outputs[id(plan)]) != 1:
-            continue  # not called, or called more than once (shared layer)
-        y = outputs[id(plan)][0]
-        consumers = y.consumers()
-        if len(consumers) != 1 or y.dtype != tf.float32:
+def _fold_in_graph(graph, candidates: dict, result: FoldResult, seen: set) -> None:
+    nodes = compat.functional_nodes(graph)
+    calls: dict[int, list] = {}
+    for operation, _inputs, outputs in nodes:
+        calls.setdefault(id(operation), []).append(outputs)
+    outputs_of_model = {id(t) for t in graph.outputs}
+    for operation, _inputs, outputs in nodes:
+        plan = candidates.get(id(operation))
+        if plan is None:
             continue
-        for bn in bns:
-            calls = probes[id(bn)]
-            if (len(calls) == 1 and calls[0][0] is y and calls[0][1] is consumers[0]
-                    and _channels_last(bn, y.shape.rank)):
-                plan.export_call = plan.fold_affine(*batch_norm_affine(bn))
-                plan.folded_bn = bn
-                plan.correction.append(f"batch norm {bn.name} folded into the bconv "
-                                       "multiplier/bias and the correction terms")
-                folded.append(plan)
-                break
-    return folded
+        seen.add(id(operation))
+        consumers = [(op, ins) for op, ins, _ in nodes
+                     if any(t is outputs[0] for t in ins)]
+        bns = [op for op, _ in consumers if isinstance(op, keras.layers.BatchNormalization)]
+        if not bns:
+            continue
+        bn = bns[0]
+        if len(calls[id(operation)]) > 1:
+            _not_folded(result, plan, bn, f"{plan.name} is called "
+                                          f"{len(calls[id(operation)])} times")
+        elif len(consumers) > 1:
+            others = ", ".join(op.name for op, _ in consumers if op is not bn)
+            _not_folded(result, plan, bn, f"the output of {plan.name} also feeds {others}"
+                        if others else f"the BN reads the output of {plan.name} twice")
+        elif id(outputs[0]) in outputs_of_model:
+            _not_folded(result, plan, bn, f"the output of {plan.name} is also a model output")
+        elif len(calls[id(bn)]) > 1:
+            _not_folded(result, plan, bn, f"{bn.name} is called {len(calls[id(bn)])} times")
+        else:
+            problem = _bn_problem(bn, len(outputs[0].shape), outputs[0].dtype)
+            if problem:
+                _not_folded(result, plan, bn, problem)
+            else:
+                _fold(plan, bn, result, in_graph=True)
+
+
+def _parents(model) -> dict[int, keras.layers.Layer]:
+    """id(layer) -> the layer that directly tracks it."""
+    parents = {}
+    for layer in compat.flatten_layers(model, include_self=True, recursive=True):
+        for child in compat.flatten_layers(layer, include_self=False, recursive=False):
+            parents.setdefault(id(child), layer)
+    return parents
+
+
+def fold_batch_norms(model, plans: list[LayerPlan]) -> FoldResult:
+    """Fold each BN that directly and only follows a plan with `fold_affine` into that plan
+    (`export_call` replaced, `folded_bn` set), reading the model's structure."""
+    result = FoldResult()
+    candidates = {id(p.layer): p for p in plans
+                  if p.lowerable and p.fold_affine is not None and p.folded_bn is None}
+    if not candidates:
+        return result
+    seen: set[int] = set()
+    layers = compat.flatten_layers(model, include_self=True, recursive=True)
+    for layer in layers:
+        if compat.is_functional(layer):
+            _fold_in_graph(layer, candidates, result, seen)
+        pairs = getattr(layer, "batch_norm_pairs", None)
+        if callable(pairs):
+            for conv, bn in pairs():
+                plan = candidates.get(id(conv))
+                if plan is None:
+                    continue
+                seen.add(id(conv))
+                problem = _bn_problem(bn, None, conv.compute_dtype)
+                if problem:
+                    _not_folded(result, plan, bn, problem)
+                else:
+                    _fold(plan, bn, result, in_graph=False)
+    parents = _parents(model)
+    for plan in candidates.values():
+        if id(plan.layer) in seen:
+            continue
+        parent = parents.get(id(plan.layer))
+        holds_bn = parent is not None and any(
+            isinstance(sub, keras.layers.BatchNormalization)
+            for sub in compat.flatten_layers(parent, include_self=False, recursive=False))
+        if holds_bn:
+            result.warnings.append(
+                f"{plan.name}: its export adds correction terms, so a BatchNormalization after "
+                f"it can only be folded by kbnn, which cannot see what follows it inside "
+                f"{parent.name} ({type(parent).__name__} is neither a functional model nor "
+                "declares batch_norm_pairs()); a BatchNormalization there stays as float "
+                "MUL + ADD ops")
+    return result

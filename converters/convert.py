@@ -1,10 +1,13 @@
-"""`convert(model) -> bytes`: Keras 3 model -> SavedModel (`model.export`) -> LCE flatbuffer.
+"""`convert(model) -> bytes`: Keras 3 model -> SavedModel (`keras.export.ExportArchive`) -> LCE
+flatbuffer.
 
-Before export every kbnn quantized layer is put in its export form (`export_mode`; a
-BatchNormalization that LCE could not fold after it is folded into it, see `bn_fold`), then
-`larq_compute_engine.convert_saved_model` converts the SavedModel. In strict mode the flatbuffer
-is then checked: every binary kbnn layer must have become its LceBconv2d op(s), and (in every
-mode) it must hold no custom op but LCE's, which LCE's interpreter could not resolve.
+The export graph is traced inside one `kbnn.export_mode.export_scope` that routes every kbnn
+quantized layer to its export function (built from its registered export form, see `layers`;
+a BatchNormalization that LCE could not fold after it is folded into it, see `bn_fold`), then
+`larq_compute_engine.convert_saved_model` converts the SavedModel. The model is never modified,
+so conversions can run concurrently. In strict mode the flatbuffer is then checked: every binary
+kbnn layer must have become its LceBconv2d op(s), and (in every mode) it must hold no custom op
+but LCE's, which LCE's interpreter could not resolve.
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import keras
 import tensorflow as tf
 
-from .bn_fold import fold_batch_norms, identity_call, restore_call, set_call
+from kbnn import _keras_compat as compat
+from kbnn.export_mode import export_scope
+
+from .bn_fold import FoldResult, fold_batch_norms, identity_call
 from .errors import ConversionError
 from .inspection import LCE_OPS, ModelReport, inspect
-from .layers import LayerPlan, plan_model, quantized_weights
+from .layers import LayerPlan, plan_model
 
-__all__ = ["ConversionResult", "convert", "export_mode"]
+__all__ = ["ConversionResult", "convert", "export_mode", "export_overrides"]
 
 _TARGETS = ("arm", "xcore")
 
@@ -52,8 +60,8 @@ class ConversionResult:
 def _fake_quant_layers(model) -> list:
     from kbnn.quantizers.fake_quant import FakeQuant
 
-    return [l for l in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(l, FakeQuant)]
+    return [layer for layer in compat.flatten_layers(model, include_self=True, recursive=True)
+            if isinstance(layer, FakeQuant)]
 
 
 def _frozen_kernel_fake_quants(plans: list[LayerPlan]) -> dict:
@@ -66,50 +74,40 @@ def _frozen_kernel_fake_quants(plans: list[LayerPlan]) -> dict:
 
     calls = {}
     for plan in plans:
-        layer = plan.layer
-        if not any(isinstance(getattr(layer, arg, None), FakeQuant)
-                   for arg in layer._kernel_quantizer_args):
-            continue
-        for arg, weight in quantized_weights(layer).items():
-            fq = getattr(layer, arg, None)
-            if isinstance(fq, FakeQuant):
-                lo, hi = (float(v) for v in fq.quant_range(weight, training=False))
-                calls[fq] = fq.constant_range_call(lo, hi)
+        for weight in plan.layer.quantized_weights().values():
+            if isinstance(weight.quantizer, FakeQuant):
+                lo, hi = (float(v) for v in weight.quantizer.quant_range(weight.value(),
+                                                                         training=False))
+                calls[weight.quantizer] = weight.quantizer.constant_range_call(lo, hi)
     return calls
 
 
-@contextlib.contextmanager
-def export_mode(model, plans: list[LayerPlan], *, int8: bool = False):
-    """Install the export form of every planned layer (and FakeQuant) and always remove it.
-
-    A BatchNormalization folded into a plan (`LayerPlan.folded_bn`) is an identity meanwhile.
+def export_overrides(model, plans: list[LayerPlan], *, int8: bool = False,
+                     folded: FoldResult | None = None) -> dict:
+    """layer -> export function, for `kbnn.export_mode.export_scope`: every planned layer with
+    an export function, every folded BatchNormalization (an identity) and every FakeQuant.
 
     With ``int8=False`` FakeQuant quantizers export as an exact float emulation (no fake-quant
-    op, so the converter keeps float); with ``int8=True`` they stay fake-quant ops and the
-    converter quantizes.
+    op, so the converter keeps float); with ``int8=True`` they stay fake-quant ops (kernel ranges
+    frozen to constants) and the converter quantizes.
     """
-    installed, identities = [], []
-    try:
-        for plan in plans:
-            if plan.export_call is not None:
-                plan.layer._export_call = plan.export_call
-                installed.append(plan.layer)
-            if plan.folded_bn is not None:
-                identities.append((plan.folded_bn, set_call(plan.folded_bn, identity_call)))
-        if int8:
-            for fq, call in _frozen_kernel_fake_quants(plans).items():
-                fq._export_call = call
-                installed.append(fq)
-        else:
-            for fq in _fake_quant_layers(model):
-                fq._export_call = fq.float_emulation
-                installed.append(fq)
-        yield model
-    finally:
-        for layer in installed:
-            layer._export_call = None
-        for bn, previous in reversed(identities):
-            restore_call(bn, previous)
+    overrides: dict = {p.layer: p.export_call for p in plans if p.export_call is not None}
+    if folded is not None:
+        overrides.update({bn: identity_call for bn in folded.folded})
+    if int8:
+        overrides.update(_frozen_kernel_fake_quants(plans))
+    else:
+        overrides.update({fq: fq.float_emulation for fq in _fake_quant_layers(model)})
+    return overrides
+
+
+@contextlib.contextmanager
+def export_mode(model, plans: list[LayerPlan], *, int8: bool = False,
+                folded: FoldResult | None = None) -> Iterator[None]:
+    """Within the block, calls of `model` compute its export form (see `export_overrides`);
+    only the current thread/context is affected and nothing is written on the model."""
+    with export_scope(export_overrides(model, plans, int8=int8, folded=folded)):
+        yield
 
 
 def _dtype(value, name: str):
@@ -122,20 +120,6 @@ def _dtype(value, name: str):
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_KERAS_CALL = re.compile(r"Exception encountered when calling (.+?)\.\s*\n")
-
-
-def _original_error(err: BaseException) -> tuple[BaseException, str | None]:
-    """The exception a Keras layer call raised first, and the innermost Keras call it was
-    raised in (e.g. "QuantConv2D.call()"). Keras re-raises an error from a layer call as a new
-    exception of the same type whose message starts with "Exception encountered when calling
-    ..."; the original stays its ``__context__``."""
-    where = None
-    while getattr(err, "_keras_call_info_injected", False) and err.__context__ is not None:
-        found = _KERAS_CALL.search(_ANSI.sub("", str(err)))
-        where = found.group(1) if found else where
-        err = err.__context__
-    return err, where
 
 
 def _message(err: BaseException, limit: int = 600) -> str:
@@ -145,13 +129,40 @@ def _message(err: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _export(model, directory: str) -> None:
+def _serving_function(model, overrides: dict, in_graphs: list) -> Callable:
+    """The endpoint traced into the SavedModel: the model called inside the export scope. BNs
+    folded in functional graphs are replaced by identities while the graph runs."""
+    replaced = {id(bn) for bn in in_graphs}
+
+    def substitute(layer):
+        return identity_call if id(layer) in replaced else None
+
+    def serve(*args):
+        with export_scope(overrides):
+            if replaced:
+                return compat.call_functional(model, list(args), substitute)
+            return model(*args)
+
+    return serve
+
+
+def _export(model, directory: str, overrides: dict, in_graphs: list) -> None:
+    """Write the SavedModel of the export graph (what `model.export` writes, with the model's
+    calls in export mode)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.export(directory, format="tf_saved_model", verbose=False)
+            archive = keras.export.ExportArchive()
+            # The archive tracks the variables, not the model: saving a tracked model walks its
+            # properties, and Keras caches some of them on the model (`jit_compile`).
+            holder = tf.Module(name="kbnn_export_variables")
+            holder.model_variables = list(model.variables)
+            archive.track(holder)
+            archive.add_endpoint("serve", _serving_function(model, overrides, in_graphs),
+                                 compat.input_signature(model))
+            archive.write_out(directory, verbose=False)
     except Exception as err:  # a TF/Keras error while tracing the export graph
-        original, where = _original_error(err)
+        original, where = compat.keras_call_error_origin(err)
         if isinstance(original, ConversionError):
             raise original.with_traceback(original.__traceback__) from None
         inside = f" in {where}" if where else ""
@@ -284,15 +295,16 @@ def convert(
         for plan in plans:
             if plan.binary and not plan.lowerable:
                 raise plan.error()
-    fold_batch_norms(model, plans)
+    folded = fold_batch_norms(model, plans)
+    overrides = export_overrides(model, plans, int8=int8, folded=folded)
     with tempfile.TemporaryDirectory(prefix="kbnn_export_") as tmp:
         directory = os.path.join(tmp, "saved_model")
-        with export_mode(model, plans, int8=int8):
-            _export(model, directory)
+        _export(model, directory, overrides, folded.in_graphs)
         flatbuffer = _lce_convert(directory, target=target, input_type=input_type,
                                   output_type=output_type)
     report = inspect(flatbuffer)
-    notes = _check_binary_ops(plans, report, strict) + _check_custom_ops(report, strict)
+    notes = folded.warnings + _check_binary_ops(plans, report, strict)
+    notes += _check_custom_ops(report, strict)
     if int8 and report.float_compute_ops:
         notes.append(
             f"int8: {len(report.float_compute_ops)} float op(s) kept "

@@ -1,21 +1,21 @@
 """Per-layer export plans: what each kbnn quantized layer becomes in the exported graph.
 
 A plan is made for every kbnn quantized layer of a model (found recursively, also inside nested
-or custom block layers). Binary layers that LCE can run get an export function (installed as the
-layer's ``_export_call``) that emits the graph LCE lowers to ``LceBconv2d``:
+or custom block layers) from the layer's registered export form (`kbnn.layers.export_form`): a
+`BinaryConvForm` becomes an export function emitting the graph LCE lowers to ``LceBconv2d``; an
+`ExportRefusal` (binary depthwise/separable convs, channels_first) keeps the reason and fix for
+strict mode. The export function is what `kbnn.export_mode.export_scope` routes the layer's calls
+to while the converter traces the export graph:
 
-* ``QuantConv2D`` / ``QuantConv1D`` (as a 2-D conv with a height-1 axis, expanded *before* the
-  sign) / ``QuantDense`` (reshaped to [N, M, 1, C] before the sign, 1x1 conv, reshaped back);
+* layout "nhwc" (2-D conv), "nwc" (1-D conv as a 2-D conv with a height-1 axis, expanded *before*
+  the sign), "dense" (reshaped to [N, M, 1, C] before the sign, 1x1 conv, reshaped back);
 * the sign as ``tf.where(x >= t, 1, -1)``, the kernel as a constant sign matrix, and the affine
   constants folded as described in `binary_conv`.
 
 Layers whose export adds correction terms (and have no activation) also get `fold_affine`, which
 builds the export function with a following per-channel ``k * y + c`` (a BatchNormalization,
-see `bn_fold`) folded in.
-
-Layers LCE cannot run as binary ops (depthwise and separable convs, grouped convs with a number
-of channels per group that is not a multiple of 32, channels_first) get a reason and a fix; the
-lowerability is decided here, before converting, so that strict mode can name the exact cause.
+see `bn_fold`) folded in. Grouped convs need a multiple of 32 input channels per group (an LCE
+limit checked here, before converting, so that strict mode can name the exact cause).
 
 Every export function computes in float32 whatever the layer's dtype policy (a float16 input is
 cast to float32 before the sign and the output back to the layer's compute dtype: the TFLite
@@ -33,20 +33,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kbnn import _keras_compat as compat
 from kbnn.layers.base import QuantizedLayerMixin
-from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
-from kbnn.layers.dense import QuantDense
+from kbnn.layers.export import BinaryConvForm, ExportRefusal, export_form
 
 from .binary_conv import BinaryConvSpec, binary_conv2d, has_correction_terms, needs_border_map
 from .errors import ConversionError
 from .forms import InputForm, KernelForm, freeze_input_form, freeze_kernel_form
 
-__all__ = ["LayerPlan", "plan_model", "quantized_layers", "quantized_weights"]
+__all__ = ["LayerPlan", "plan_model", "quantized_layers"]
 
 _GROUP_FIX = ("use groups with a number of input channels per group that is a multiple of 32, "
               "or groups=1")
-_DEPTHWISE_FIX = ("keep the depthwise convolution full precision (no input/depthwise "
-                  "quantizer), or use QuantConv2D(groups=G) with C/G a multiple of 32")
 _STATIC_FIX = "give the model Input a static shape, e.g. keras.Input((32, 32, 3))"
 
 
@@ -59,7 +57,7 @@ class LayerPlan:
         binary: ``layer.is_binary`` (input and kernel binarized).
         expected_bconvs: LceBconv2d ops it should become (0 if it cannot lower).
         reason / fix: why a binary layer cannot lower to LCE binary ops, and what to change.
-        export_call: the function installed as ``layer._export_call`` (None: own call).
+        export_call: the layer's export function in the export scope (None: own call).
         correction: the float correction terms its export adds (documentation/report).
         fold_affine: ``(scale, shift) -> export function`` of the layer followed by the
             per-output-channel map ``scale * y + shift``; only for layers whose export has
@@ -94,61 +92,11 @@ class LayerPlan:
 def quantized_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Every kbnn quantized layer in `model`, recursively, in a stable order, without repeats."""
     seen, found = set(), []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in compat.flatten_layers(model, include_self=True, recursive=True):
         if isinstance(layer, QuantizedLayerMixin) and id(layer) not in seen:
             seen.add(id(layer))
             found.append(layer)
     return found
-
-
-def _as_depthwise(kernel):
-    """A depthwise kernel (kh, kw, C, M) as its quantizer sees it: (kh, kw, 1, C*M)."""
-    kh, kw, cin, mult = kernel.shape
-    return tf.reshape(tf.convert_to_tensor(kernel), (kh, kw, 1, cin * mult))
-
-
-def quantized_weights(layer) -> dict:
-    """The weight each kernel quantizer of `layer` is applied to, by quantizer argument name,
-    shaped as the quantizer sees it (Keras 3 keeps a DepthwiseConv2D's weight in `kernel`, a
-    SeparableConv2D's in `depthwise_kernel` / `pointwise_kernel`).
-
-    Raises:
-        ConversionError: for a kernel quantizer argument with no known weight.
-    """
-    if isinstance(layer, QuantSeparableConv2D):
-        known = {"depthwise_quantizer": lambda: _as_depthwise(layer.depthwise_kernel),
-                 "pointwise_quantizer": lambda: layer.pointwise_kernel}
-    elif isinstance(layer, QuantDepthwiseConv2D):
-        known = {"depthwise_quantizer": lambda: _as_depthwise(layer.kernel)}
-    else:
-        known = {"kernel_quantizer": lambda: layer.kernel}
-    weights = {}
-    for arg in layer._kernel_quantizer_args:
-        if arg not in known:
-            raise ConversionError(
-                f"kbnn.converters does not know which weight of {type(layer).__name__} its "
-                f"`{arg}` quantizes",
-                layer=layer.name,
-                fix="use QuantConv1D/QuantConv2D/QuantDepthwiseConv2D/QuantSeparableConv2D/"
-                    "QuantDense (or subclasses keeping their quantizer arguments)",
-            )
-        weights[arg] = tf.convert_to_tensor(known[arg]())
-    return weights
-
-
-def _input_shapes(layer) -> list[tuple]:
-    """The input shapes `layer` was called (or built) with, as far as Keras recorded them."""
-    shapes = []
-    for node in getattr(layer, "_inbound_nodes", None) or []:
-        tensors = node.input_tensors
-        if tensors:
-            shapes.append(tuple(tensors[0].shape))
-    if not shapes:
-        built = getattr(layer, "_build_shapes_dict", None) or {}
-        shape = next(iter(built.values())) if len(built) == 1 else None
-        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
-            shapes.append(tuple(shape))
-    return shapes
 
 
 def _static_shape_error(layer, shape) -> ConversionError:
@@ -160,7 +108,7 @@ def _static_shape_error(layer, shape) -> ConversionError:
 
 
 def _check_static_input(layer) -> None:
-    for shape in _input_shapes(layer):
+    for shape in compat.layer_input_shapes(layer):
         if any(d is None for d in shape[1:]):
             raise _static_shape_error(layer, shape)
 
@@ -186,55 +134,36 @@ def _scope_name(layer) -> str:
     return "kbnn_" + re.sub(r"[^A-Za-z0-9_]", "_", layer.name)
 
 
-def _activation(layer):
-    act = getattr(layer, "activation", None)
-    if act is None or act is keras.activations.linear:
-        return None
-    return act
+def _numpy(variable) -> np.ndarray | None:
+    return None if variable is None else np.asarray(keras.ops.convert_to_numpy(variable),
+                                                    np.float64)
 
 
-def _bias(layer) -> np.ndarray | None:
-    if not getattr(layer, "use_bias", False):
-        return None
-    return np.asarray(keras.ops.convert_to_numpy(layer.bias), np.float64)
+def _normalized_activation(activation):
+    return None if activation is None or activation is keras.activations.linear else activation
 
 
 def _reshape_kernel(kform: KernelForm, shape) -> KernelForm:
     return KernelForm(sign=kform.sign.reshape(shape), scale=kform.scale, offset=kform.offset)
 
 
-def _spec_padding(layer) -> str:
-    """The `BinaryConvSpec.padding` of a layer ("valid" for dense layers)."""
-    padding = getattr(layer, "padding", "valid")
-    return {"valid": "valid", "same": "same", "causal": "explicit"}[padding]
+_SPEC_PADDING = {"valid": "valid", "same": "same", "causal": "explicit"}
 
 
-def _has_correction_terms(form: InputForm, kform: KernelForm, layer, target: str) -> bool:
-    return has_correction_terms(form, kform, _spec_padding(layer),
-                                float(getattr(layer, "pad_values", 1.0)), target)
-
-
-def _corrections(form: InputForm, kform: KernelForm, layer, target: str) -> list[str]:
+def _corrections(form: InputForm, kform: KernelForm, padding: str, pad_values: float,
+                 target: str) -> list[str]:
     notes = []
     if kform.has_offset:
         notes.append("window sum (kernel offset): float SUM over input channels, box sum "
                      "(AVERAGE_POOL_2D; CONV_2D if dilated or grouped), MUL, ADD")
-    if needs_border_map(form, _spec_padding(layer), float(getattr(layer, "pad_values", 1.0)),
-                        target):
+    if needs_border_map(form, padding, pad_values, target):
         notes.append("constant border map (zero padding of an affine input)")
     if form.has_threshold:
         notes.append("threshold (Sub, folds into a preceding bconv where possible)")
     return notes
 
 
-def _check_conv_layout(layer) -> None:
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise ConversionError("LCE binary convolutions need channels_last (NHWC) data",
-                              layer=layer.name, fix="use data_format='channels_last'")
-
-
-def _check_groups(layer, cin: int) -> None:
-    groups = int(getattr(layer, "groups", 1) or 1)
+def _check_groups(layer, cin: int, groups: int) -> None:
     if groups > 1 and (cin // groups) % 32 != 0:
         raise ConversionError(
             f"grouped binary conv with {cin // groups} input channels per group ({groups} "
@@ -243,106 +172,91 @@ def _check_groups(layer, cin: int) -> None:
         )
 
 
-def _conv_spec(layer, kform: KernelForm, bias, x_shape, rank: int, affine) -> BinaryConvSpec:
-    amounts = layer.padding_amounts(tuple(x_shape))
-    if rank == 1:
-        amounts = [(0, 0)] + list(amounts)
-        strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
-    else:
-        strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
-    return BinaryConvSpec(
-        kernel=kform, strides=strides, dilations=dilations, groups=int(layer.groups),
-        padding=_spec_padding(layer), pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts),
-        pad_values=float(layer.pad_values), bias=bias, activation=_activation(layer),
-        out_scale=affine[0], out_shift=affine[1],
-    )
+def _kernel_hwio(kform: KernelForm, form: BinaryConvForm, layer) -> KernelForm:
+    """The frozen kernel as the (kh, kw, Cin/groups, Cout) filter of the 2-D conv."""
+    shape = kform.sign.shape
+    if form.layout == "dense" and len(shape) == 2:
+        return _reshape_kernel(kform, (1, 1, *shape))
+    if form.layout == "nwc" and len(shape) == 3:
+        return _reshape_kernel(kform, (1, *shape))
+    if form.layout == "nhwc" and len(shape) == 4:
+        return kform
+    raise ConversionError(
+        f"its export form has layout {form.layout!r} but a kernel of shape {tuple(shape)} as "
+        "its quantizer sees it; expected (Cin, Cout) for 'dense', (k, Cin, Cout) for 'nwc', "
+        "(kh, kw, Cin, Cout) for 'nhwc'",
+        layer=layer.name, fix="fix the layer's registered export form")
 
 
-def _with_fold(plan: LayerPlan, make_export: Callable, form: InputForm, kform: KernelForm,
-               target: str) -> LayerPlan:
-    """Give `plan` its `fold_affine` where a following BatchNormalization cannot fold in LCE."""
-    if _activation(plan.layer) is None and _has_correction_terms(form, kform, plan.layer, target):
+def _spatial(values, rank2: bool) -> tuple[int, int]:
+    values = tuple(int(v) for v in values)
+    if rank2:
+        return values if len(values) == 2 else (values[0], values[0])
+    return (1, values[0])
+
+
+def _plan_binary(layer, form: BinaryConvForm, target: str) -> LayerPlan:
+    kform = freeze_kernel_form(form.kernel.quantizer, form.kernel.value(), layer.name)
+    kform = _kernel_hwio(kform, form, layer)
+    groups = int(form.groups)
+    cin = int(kform.sign.shape[2]) * groups
+    _check_groups(layer, cin, groups)
+    iform = freeze_input_form(form.input_quantizer, cin, layer.name)
+    name = _scope_name(layer)
+    bias = _numpy(form.bias)
+    activation = _normalized_activation(form.activation)
+    padding = "valid" if form.layout == "dense" else _SPEC_PADDING[form.padding]
+    pad_values = float(form.pad_values)
+    rank2 = form.layout == "nhwc"
+    strides, dilations = _spatial(form.strides, rank2), _spatial(form.dilation_rate, rank2)
+
+    def spec_for(input_shape, affine) -> BinaryConvSpec:
+        if padding == "valid" or form.padding_amounts is None:
+            amounts = [(0, 0), (0, 0)]
+        else:
+            amounts = list(form.padding_amounts(tuple(input_shape)))
+            if not rank2:
+                amounts = [(0, 0)] + amounts
+        return BinaryConvSpec(
+            kernel=kform, strides=strides, dilations=dilations, groups=groups, padding=padding,
+            pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts), pad_values=pad_values,
+            bias=bias, activation=activation, out_scale=affine[0], out_shift=affine[1])
+
+    def make_export(affine=(None, None)):
+        def export_call(inputs):
+            if form.layout == "dense":
+                middle = [int(d) for d in inputs.shape[1:-1]]
+                rows = int(np.prod(middle)) if middle else 1
+                x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches it
+                y = binary_conv2d(x, iform, spec_for(x.shape, affine), target=target, name=name)
+                return tf.reshape(y, [-1, *middle, int(kform.sign.shape[3])])
+            x = inputs if rank2 else tf.expand_dims(inputs, 1)
+            y = binary_conv2d(x, iform, spec_for(inputs.shape, affine), target=target,
+                              name=name)
+            return y if rank2 else tf.squeeze(y, 1)
+
+        return _float32_export(layer, export_call)
+
+    plan = LayerPlan(layer, True, 1, export_call=make_export(),
+                     correction=_corrections(iform, kform, padding, pad_values, target))
+    if activation is None and has_correction_terms(iform, kform, padding, pad_values, target):
         plan.fold_affine = lambda scale, shift: make_export((scale, shift))
     return plan
-
-
-def _plan_conv(layer, rank: int, target: str) -> LayerPlan:
-    _check_conv_layout(layer)
-    kernel = layer.kernel
-    cin = int(kernel.shape[-2]) * int(layer.groups)
-    _check_groups(layer, cin)
-    kform = freeze_kernel_form(layer.kernel_quantizer, kernel, layer.name)
-    if rank == 1:
-        kform = _reshape_kernel(kform, (1,) + tuple(kform.sign.shape))
-    form = freeze_input_form(layer.input_quantizer, cin, layer.name)
-    name = _scope_name(layer)
-    bias = _bias(layer)
-
-    def make_export(affine=(None, None)):
-        def export_call(inputs):
-            x = tf.expand_dims(inputs, 1) if rank == 1 else inputs
-            spec = _conv_spec(layer, kform, bias, inputs.shape, rank, affine)
-            y = binary_conv2d(x, form, spec, target=target, name=name)
-            return tf.squeeze(y, 1) if rank == 1 else y
-
-        return _float32_export(layer, export_call)
-
-    plan = LayerPlan(layer, True, 1, export_call=make_export(),
-                     correction=_corrections(form, kform, layer, target))
-    return _with_fold(plan, make_export, form, kform, target)
-
-
-def _plan_dense(layer, target: str) -> LayerPlan:
-    kernel = layer.kernel
-    cin, units = int(kernel.shape[0]), int(kernel.shape[1])
-    kform = freeze_kernel_form(layer.kernel_quantizer, kernel, layer.name)
-    kform = _reshape_kernel(kform, (1, 1, cin, units))
-    form = freeze_input_form(layer.input_quantizer, cin, layer.name)
-    bias = _bias(layer)
-    name = _scope_name(layer)
-
-    def make_export(affine=(None, None)):
-        spec = BinaryConvSpec(kernel=kform, strides=(1, 1), dilations=(1, 1), groups=1,
-                              padding="valid", pad_amounts=((0, 0), (0, 0)), pad_values=0.0,
-                              bias=bias, activation=_activation(layer),
-                              out_scale=affine[0], out_shift=affine[1])
-
-        def export_call(inputs):
-            middle = [int(d) for d in inputs.shape[1:-1]]
-            rows = int(np.prod(middle)) if middle else 1
-            x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches the conv
-            y = binary_conv2d(x, form, spec, target=target, name=name)
-            return tf.reshape(y, [-1, *middle, units])
-
-        return _float32_export(layer, export_call)
-
-    plan = LayerPlan(layer, True, 1, export_call=make_export(),
-                     correction=_corrections(form, kform, layer, target))
-    return _with_fold(plan, make_export, form, kform, target)
 
 
 def _plan_layer(layer, target: str) -> LayerPlan:
     if not layer.is_binary:
         return LayerPlan(layer, False)
     try:
-        if isinstance(layer, (QuantDepthwiseConv2D, QuantSeparableConv2D)):
-            kind = "depthwise" if isinstance(layer, QuantDepthwiseConv2D) else "separable"
+        form = export_form(layer)
+        if isinstance(form, ExportRefusal):
+            raise ConversionError(form.reason, layer=layer.name, fix=form.fix)
+        if not isinstance(form, BinaryConvForm):
             raise ConversionError(
-                f"LCE has no binary {kind} convolution: a depthwise conv is a grouped conv with "
-                "1 input channel per group, and LCE needs >= 32 input channels per group "
-                "(multiple of 32)",
-                layer=layer.name, fix=_DEPTHWISE_FIX,
-            )
-        if isinstance(layer, QuantConv2D):
-            return _plan_conv(layer, 2, target)
-        if isinstance(layer, QuantConv1D):
-            return _plan_conv(layer, 1, target)
-        if isinstance(layer, QuantDense):
-            return _plan_dense(layer, target)
-        raise ConversionError(
-            f"kbnn.converters has no binary export form for {type(layer).__name__}",
-            layer=layer.name, fix="use QuantConv1D/QuantConv2D/QuantDense for binary layers",
-        )
+                f"the export form registered for {type(layer).__name__} returned "
+                f"{type(form).__name__}; expected a BinaryConvForm or an ExportRefusal",
+                layer=layer.name, fix="fix the registered export form function")
+        return _plan_binary(layer, form, target)
     except ConversionError as err:
         return LayerPlan(layer, True, 0, reason=err.reason, fix=err.fix)
 

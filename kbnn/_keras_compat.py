@@ -17,9 +17,11 @@ import keras
 __all__ = [
     "call_functional",
     "flatten_layers",
+    "functional_nodes",
     "input_signature",
     "is_functional",
     "keras_call_error_origin",
+    "kernel_variable",
     "layer_input_shapes",
     "model_input_structure",
     "recording_ops",
@@ -63,6 +65,21 @@ def layer_input_shapes(layer) -> list[tuple]:
     return []
 
 
+def kernel_variable(layer):
+    """The kernel variable of a built Keras conv/dense layer, or None when it has none.
+
+    Keras' `kernel` of `Dense`, `EinsumDense` and the convolutions is a property that returns a
+    computed tensor, not the variable, when LoRA is enabled (kernel + LoRA update) or the layer is
+    int4-quantized (unpacked); the variable is then the stored `_kernel`. Layers with a plain
+    `kernel` attribute (depthwise, transposed convolutions) return it as is.
+    """
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or isinstance(kernel, keras.Variable):
+        return kernel
+    stored = getattr(layer, "_kernel", None)
+    return stored if isinstance(stored, keras.Variable) else kernel
+
+
 def register_constraint_alias(name: str, cls) -> None:
     """Make ``kernel_constraint=name`` resolve to `cls`: `keras.constraints.get` looks strings up
     only in its module table (`keras.src.constraints.ALL_OBJECTS_DICT`)."""
@@ -98,6 +115,20 @@ def is_functional(model) -> bool:
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None) is not None
     return isinstance(model, Functional)
+
+
+def functional_nodes(model) -> list[tuple[Any, list, list]]:
+    """The layer calls of a functional (or built Sequential) model's graph, in execution order:
+    ``(layer, flat input KerasTensors, flat output KerasTensors)`` per call
+    (`Function._nodes_by_depth`; input layers left out)."""
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    found = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            found.append((node.operation, list(node.input_tensors), list(node.outputs)))
+    return found
 
 
 def call_functional(model, inputs, substitute: Callable[[Any], Callable | None]):

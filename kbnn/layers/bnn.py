@@ -91,7 +91,8 @@ class LearnableBias(_PerChannelLayer):
 
 @_register
 class RPReLU(_PerChannelLayer):
-    """ReActNet RPReLU (arXiv 2003.03488, METHODS.md §1.2): shift, PReLU, shift.
+    """ReActNet RPReLU (Liu et al., arXiv 2003.03488; see docs/methods.md, section 'ReActNet'):
+    shift, PReLU, shift.
 
     ``y = x - gamma_c + zeta_c`` for ``x > gamma_c`` and ``y = beta_c (x - gamma_c) + zeta_c``
     for ``x <= gamma_c``, per channel. Init: gamma 0, beta 0.25 (PyTorch's `nn.PReLU` default,
@@ -123,7 +124,8 @@ class RPReLU(_PerChannelLayer):
 
 @_register
 class Maxout(_PerChannelLayer):
-    """AdaBin's Maxout nonlinearity (arXiv 2208.08084, METHODS.md §3.2).
+    """AdaBin's Maxout nonlinearity (Tu et al., arXiv 2208.08084; see docs/methods.md,
+    section 'AdaBin').
 
     ``y = gamma_plus_c * relu(x) - gamma_minus_c * relu(-x)``, per channel; init gamma_plus 1.0,
     gamma_minus 0.25 (as the official code).

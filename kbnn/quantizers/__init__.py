@@ -2,6 +2,12 @@
 
 Every quantizer is a Keras layer resolvable by a string alias through `get`; binarizers expose
 `binary_form(x)`: ``scale * s(x - threshold) + offset``, the only thing the converter reads.
+
+Methods and papers: BinaryNet STE (arXiv 1602.02830), XNOR-Net (arXiv 1603.05279), Bi-Real Net
+(arXiv 1808.00278), ReActNet (arXiv 2003.03488), IR-Net (arXiv 1909.10788), AdaBin
+(arXiv 2208.08084), DoReFa-Net (arXiv 1606.06160), Ternary Weight Networks (arXiv 1605.04711),
+BNN+ (arXiv 1812.11800) and int8 fake quantization (arXiv 1712.05877). Formulas, gradients and
+reference values: docs/methods.md.
 """
 
 from kbnn.quantizers.adabin import AdaBinActivation, AdaBinWeight

@@ -1,6 +1,6 @@
-"""AdaBin quantizers (Tu, Chen, Ren, Wang, ECCV 2022, arXiv 2208.08084; METHODS.md §3.1):
-adaptive binary sets {beta - alpha, beta + alpha} for weights (`AdaBinWeight`) and activations
-(`AdaBinActivation`)."""
+"""AdaBin quantizers (Tu, Chen, Ren, Wang, ECCV 2022, arXiv 2208.08084; see docs/methods.md,
+section 'AdaBin'): adaptive binary sets {beta - alpha, beta + alpha} for weights (`AdaBinWeight`)
+and activations (`AdaBinActivation`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ __all__ = ["AdaBinActivation", "AdaBinWeight", "adabin_weight_set"]
 def adabin_weight_set(w):
     """Per-output-channel centre ``beta_w = mean(W)`` and half-distance
     ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) of the AdaBin weight set
-    (Tu et al., arXiv 2208.08084; METHODS.md §3.1)."""
+    (Tu et al., arXiv 2208.08084; see docs/methods.md, section 'AdaBin')."""
     w = tf.convert_to_tensor(w)
     beta = channel_mean(w)
     alpha = channel_std(w, beta, ddof=0, epsilon=VARIANCE_EPSILON)
@@ -29,7 +29,7 @@ def adabin_weight_set(w):
 
 @register_alias("adabin_weight")
 class AdaBinWeight(EDEQuantizer):
-    """AdaBin binary weights (arXiv 2208.08084, METHODS.md §3.1).
+    """AdaBin binary weights (Tu et al., arXiv 2208.08084; see docs/methods.md, section 'AdaBin').
 
     Per output channel (over every kernel axis but the last): ``beta_w = mean(W)``,
     ``alpha_w = sqrt(mean((W - beta_w)^2))`` (population std) and
@@ -72,7 +72,8 @@ class _AtLeast(keras.constraints.Constraint):
 
 @register_alias("adabin_activation")
 class AdaBinActivation(Quantizer):
-    """AdaBin activation binarizer (arXiv 2208.08084, METHODS.md §3.1).
+    """AdaBin activation binarizer (Tu et al., arXiv 2208.08084; see docs/methods.md,
+    section 'AdaBin').
 
     One learnable scalar alpha (init 1) and beta (init 0) per layer; ``u = (x - beta) / alpha``
     and Bi-Real's ApproxSign F' on u in the backward pass. Two forms:
@@ -89,7 +90,7 @@ class AdaBinActivation(Quantizer):
       to reproduce weights trained with the official code; the two forms agree only where
       alpha = 1 or beta = 0 (the init).
 
-    kbnn defaults to the paper (METHODS.md: the paper's definition unless stated otherwise).
+    kbnn defaults to the paper's form (kbnn follows a paper's definition unless stated otherwise).
     Both forms are affine-binary with threshold beta, valid for alpha > 0, which a constraint
     keeps (alpha is clipped to ``>= min_alpha`` after each update).
 

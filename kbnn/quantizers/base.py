@@ -25,10 +25,12 @@ __all__ = ["BinaryForm", "Quantizer", "binary_sign", "sign_with_surrogate_grad"]
 
 
 def binary_sign(x, threshold=None):
-    """Inference form of every binarizer: ``where(x >= threshold, +1, -1)``.
+    """Inference form of every binarizer: ``where(x >= threshold, +1, -1)``, the deterministic
+    sign of BinaryNet (Hubara et al., arXiv 1602.02830) with sign(0) = +1.
 
     Emitted as a `SelectV2` with scalar constants +1/-1, the form that LCE lowers to
-    `LceQuantize` (plain `tf.sign` and the stop-gradient trick do not lower).
+    `LceQuantize` (plain `tf.sign` and the stop-gradient trick do not lower; see docs/lce.md,
+    section 'What LCE lowers').
     """
     x = tf.convert_to_tensor(x)
     cond = x >= 0 if threshold is None else x >= tf.cast(threshold, x.dtype)
@@ -36,7 +38,8 @@ def binary_sign(x, threshold=None):
 
 
 def sign_with_surrogate_grad(u, surrogate_grad):
-    """``s(u)`` in the forward pass, ``dy * surrogate_grad(u)`` in the backward pass.
+    """``s(u)`` in the forward pass, ``dy * surrogate_grad(u)`` in the backward pass: a
+    straight-through estimator (Bengio, Leonard, Courville, arXiv 1308.3432) with any surrogate.
 
     Args:
         u: the (already shifted/scaled) input of the sign.
@@ -59,7 +62,8 @@ class BinaryForm:
 
     Each field is a scalar or a tensor that broadcasts along the last (channel) axis of the
     quantized tensor: input channels for an activation quantizer, output channels for a
-    kernel quantizer.
+    kernel quantizer. kbnn's own export contract (not from a paper); see docs/methods.md,
+    section 'Conventions used on this page'.
     """
 
     threshold: Any = 0.0
@@ -85,6 +89,8 @@ class Quantizer(keras.layers.Layer):
 
     Subclasses implement `call(inputs, training=None)` (training form) and, if they binarize,
     `binary_form(inputs)` (inference form). `precision` is the number of bits of the output.
+    The interface follows larq's `Quantizer` (Geiger & Team Plumerai, "Larq", JOSS 2020); the
+    methods and their papers are listed in docs/methods.md.
     """
 
     precision: int = 32

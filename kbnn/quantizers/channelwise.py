@@ -35,7 +35,8 @@ def reduction_axes(x) -> list[int]:
 
 
 def channel_count(x) -> int:
-    """Number of elements per output channel, n = prod(shape[:-1]), of a tensor or a shape."""
+    """Number of elements per output channel, n = prod(shape[:-1]), of a tensor or a shape (the n
+    of XNOR-Net's ``alpha = ||W||_1 / n``, arXiv 1603.05279)."""
     shape = getattr(x, "shape", x)
     return int(math.prod(int(d) for d in tuple(shape)[:-1]))
 
@@ -48,7 +49,8 @@ def channel_mean(x):
 def channel_std(x, mean=None, ddof: int = 0, epsilon: float = 0.0):
     """Standard deviation per output channel: sqrt(sum((x - mean)^2) / (n - ddof) + epsilon).
 
-    ddof=0 is the population std (AdaBin), ddof=1 the unbiased one (torch.std, IR-Net).
+    ddof=0 is the population std (AdaBin, arXiv 2208.08084), ddof=1 the unbiased one
+    (torch.std, IR-Net, arXiv 1909.10788).
     `epsilon` only keeps the gradient finite for a constant channel (see `VARIANCE_EPSILON`).
     """
     if mean is None:
@@ -59,7 +61,8 @@ def channel_std(x, mean=None, ddof: int = 0, epsilon: float = 0.0):
 
 
 def scaled_sign(w, grad_fn: Callable):
-    """``mean|w| * sign(w)`` per output channel with a custom weight gradient.
+    """``mean|w| * sign(w)`` per output channel with a custom weight gradient (the scaled binary
+    weights of XNOR-Net, Rastegari et al., arXiv 1603.05279, also used by ReActNet and Bi-Real Net).
 
     The forward value is ``channel_mean_abs(w) * where(w >= 0, 1, -1)`` (exactly what
     ``BinaryForm(scale=channel_mean_abs(w))`` gives); the backward pass is

@@ -15,7 +15,8 @@ _MODES = ("activations", "weights")
 
 @tf.custom_gradient
 def floor_ste(v):
-    """floor(v) with the identity (straight-through) gradient."""
+    """floor(v) with the identity (straight-through) gradient, the rounding STE of DoReFa-Net
+    (Zhou et al., arXiv 1606.06160)."""
     return tf.floor(v), lambda dy: dy
 
 
@@ -24,7 +25,8 @@ def _levels(k_bit: int) -> float:
 
 
 def dorefa_activations(x, k_bit: int = 2):
-    """``round(clip(x, 0, 1) * n) / n`` with ``n = 2^k - 1``; gradient 1 on [0, 1], 0 outside.
+    """DoReFa-Net activations (Zhou et al., arXiv 1606.06160): ``round(clip(x, 0, 1) * n) / n``
+    with ``n = 2^k - 1``; gradient 1 on [0, 1], 0 outside.
 
     Ties round up (``round(v) = floor(v - 0.5) + 1``, exact for v in [0.25, n]), so for
     ``k_bit = 1`` the output is exactly ``1 if x >= 0.5 else 0``.
@@ -36,8 +38,9 @@ def dorefa_activations(x, k_bit: int = 2):
 
 
 def dorefa_weights(w, k_bit: int = 2):
-    """DoReFa weights: ``w' = tanh(w) / (2 max|tanh(w)|) + 0.5``, ``q = round(w' n) / n``,
-    output ``2 q - 1``; the gradient is autograd's, straight through the rounding.
+    """DoReFa-Net weights (Zhou et al., arXiv 1606.06160):
+    ``w' = tanh(w) / (2 max|tanh(w)|) + 0.5``, ``q = round(w' n) / n``, output ``2 q - 1``; the
+    gradient is autograd's, straight through the rounding.
 
     With ``c = w' - 0.5`` in [-0.5, 0.5] and n odd, ``round(w' n) = floor(c n) + (n + 1) / 2``
     (ties up), so the output is computed as ``(2 floor(c n) + 1) / n``: the same value, without

@@ -1,6 +1,7 @@
-"""IR-Net quantizers (Qin et al., CVPR 2020, arXiv 1909.10788; METHODS.md §6): `LibraSign`
-(Libra-PB weights) and `EDESign` (sign with the Error Decay Estimator), plus `EDEQuantizer`, the
-non-trainable k and t that `kbnn.training.EDESchedule` moves during training."""
+"""IR-Net quantizers (Qin et al., CVPR 2020, arXiv 1909.10788; see docs/methods.md, section
+'IR-Net'): `LibraSign` (Libra-PB weights) and `EDESign` (sign with the Error Decay Estimator),
+plus `EDEQuantizer`, the non-trainable k and t that `kbnn.training.EDESchedule` moves during
+training."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ __all__ = ["EDEQuantizer", "EDESign", "LibraSign", "ede_grad", "ede_sign", "libr
 
 def ede_grad(k, t):
     """EDE surrogate derivative ``g'(u) = k * t * (1 - tanh^2(t * u))`` (of ``k * tanh(t u)``),
-    IR-Net's Error Decay Estimator (Qin et al., arXiv 1909.10788; METHODS.md §6.2).
+    IR-Net's Error Decay Estimator (Qin et al., arXiv 1909.10788; see docs/methods.md, section
+    'IR-Net').
 
     Computed as ``k t sech^2(t u)``. `k` and `t` may be numbers or (non-trainable) variables;
     they are read when the gradient is computed, so a schedule that assigns them takes effect
@@ -39,13 +41,13 @@ def ede_grad(k, t):
 
 def ede_sign(x, k=10.0, t=0.1):
     """sign(x) (sign(0) = +1) with the EDE gradient ``k t (1 - tanh^2(t x))`` (IR-Net, Qin et al.,
-    arXiv 1909.10788; METHODS.md §6.2)."""
+    arXiv 1909.10788; see docs/methods.md, section 'IR-Net')."""
     return sign_with_surrogate_grad(x, ede_grad(k, t))
 
 
 def libra_standardize(w):
     """Libra-PB balance and standardisation per output channel (IR-Net, Qin et al.,
-    arXiv 1909.10788; METHODS.md §6.1).
+    arXiv 1909.10788; see docs/methods.md, section 'IR-Net').
 
     Returns ``(w_hat, mean, scale)``: ``w_hat = (w - mean) / std`` with the unbiased std
     (N - 1, as torch.std in the official code) and the power-of-two scale
@@ -62,7 +64,7 @@ def libra_standardize(w):
 
 def libra_sign(w, k=10.0, t=0.1):
     """IR-Net Libra-PB weights ``s * sign(w_hat)`` with the EDE gradient through the
-    standardisation (Qin et al., arXiv 1909.10788; METHODS.md §6.1)."""
+    standardisation (Qin et al., arXiv 1909.10788; see docs/methods.md, section 'IR-Net')."""
     w_hat, _, scale = libra_standardize(w)
     return scale * ede_sign(w_hat, k, t)
 
@@ -70,7 +72,7 @@ def libra_sign(w, k=10.0, t=0.1):
 class EDEQuantizer(Quantizer):
     """Base of the quantizers whose sign uses the EDE gradient of IR-Net (Qin et al., "Forward
     and Backward Information Retention for Accurate Binary Neural Networks", arXiv 1909.10788;
-    METHODS.md §6.2): k and t as non-trainable scalar variables.
+    see docs/methods.md, section 'IR-Net'): k and t as non-trainable scalar variables.
 
     Being variables, they are saved in `.keras` files and can be moved during training by
     `kbnn.training.EDESchedule`, which finds every `EDEQuantizer` in a model. Subclasses may
@@ -117,7 +119,8 @@ class EDEQuantizer(Quantizer):
 
 @register_alias("ede_sign")
 class EDESign(EDEQuantizer):
-    """Sign with IR-Net's Error Decay Estimator gradient (arXiv 1909.10788, METHODS.md §6.2).
+    """Sign with IR-Net's Error Decay Estimator gradient (Qin et al., arXiv 1909.10788; see
+    docs/methods.md, section 'IR-Net').
 
     Forward: +1 if x >= 0 else -1. Backward: ``k * t * (1 - tanh^2(t * x))``. k and t are
     non-trainable variables (saved with the model) that `kbnn.training.EDESchedule` moves from
@@ -138,7 +141,8 @@ class EDESign(EDEQuantizer):
 
 @register_alias("libra_weight")
 class LibraSign(EDEQuantizer):
-    """IR-Net Libra-PB binary weights (arXiv 1909.10788, METHODS.md §6.1).
+    """IR-Net Libra-PB binary weights (Qin et al., arXiv 1909.10788; see docs/methods.md,
+    section 'IR-Net').
 
     Per output channel (over every kernel axis but the last): ``w_hat = (w - mean) / std`` with
     the unbiased std (N - 1); forward ``s * sign(w_hat)`` with the power-of-two scale

@@ -1,6 +1,6 @@
 """ReActNet quantizers (Liu, Shen, Savvides, Cheng, ECCV 2020, arXiv 2003.03488):
 `RSign`, the sign with a learnable per-channel threshold, and `ScaledSign`, the binary weights of
-ReActNet's `HardBinaryConv` (METHODS.md §1.1, §1.3)."""
+ReActNet's `HardBinaryConv` (see docs/methods.md, section 'ReActNet')."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = ["RSign", "ScaledSign", "rsign"]
 
 def rsign(x, threshold):
     """ReActNet RSign: +1 if x >= threshold else -1, ApproxSign gradient on u = x - threshold
-    (Liu et al., arXiv 2003.03488; METHODS.md §1.1).
+    (Liu et al., arXiv 2003.03488; see docs/methods.md, section 'ReActNet').
 
     d/dx = F'(x - t) and d/dt = -F'(x - t) (the latter from autograd through u = x - t).
     """
@@ -27,7 +27,8 @@ def rsign(x, threshold):
 
 @register_alias("rsign")
 class RSign(Quantizer):
-    """Sign with a learnable per-channel threshold (ReActNet RSign, arXiv 2003.03488, §1.1).
+    """Sign with a learnable per-channel threshold (ReActNet RSign, Liu et al., arXiv 2003.03488;
+    see docs/methods.md, section 'ReActNet').
 
     Forward: ``+1 if x >= t_c else -1`` with one threshold per channel of the last axis
     (shape (C,), created from the input shape when the layer is built, init 0).
@@ -83,7 +84,8 @@ class RSign(Quantizer):
 
 @register_alias("scaled_sign")
 class ScaledSign(_ClippedSign):
-    """ReActNet binary weights (`HardBinaryConv`, arXiv 2003.03488; METHODS.md §1.3).
+    """ReActNet binary weights (`HardBinaryConv`, Liu et al., arXiv 2003.03488; see
+    docs/methods.md, section 'ReActNet').
 
     Forward: ``alpha_o * sign(W)`` with ``alpha_o = mean|W|`` per output channel (over all kernel
     axes but the last). Backward: the clipped STE ``1[|W| <= clip_value]`` with no magnitude

@@ -29,10 +29,13 @@ def register_alias(*aliases: str) -> Callable[[type], type]:
 
 
 def known_aliases() -> list[str]:
+    """The registered quantizer string aliases, sorted (infrastructure, no paper)."""
     return sorted(_ALIASES)
 
 
 def serialize(quantizer: Quantizer | None) -> dict | None:
+    """The Keras config dict of `quantizer` (``None`` for ``None``); the inverse of
+    `deserialize`."""
     if quantizer is None:
         return None
     return keras.saving.serialize_keras_object(quantizer)

@@ -1,5 +1,9 @@
 """Sign binarizers: clipped-STE, polynomial, SignSwish, Heaviside and magnitude-aware scaled sign.
 
+Papers: BinaryNet (clipped STE, Hubara et al., arXiv 1602.02830), Bi-Real Net (ApproxSign and
+the magnitude-aware sign, Liu et al., arXiv 1808.00278), BNN+ (SignSwish, Darabi et al.,
+arXiv 1812.11800).
+
 Each binarizer is a plain function with a custom gradient plus a thin `Quantizer` class around
 it. The forward value is always the exact ``where(x >= 0, +1, -1)`` of `binary_sign` (times or
 plus constants), so the inference graph lowers to LCE's `LceQuantize`.
@@ -32,7 +36,8 @@ __all__ = [
 
 
 def ste_grad(clip_value: float):
-    """Clipped straight-through gradient ``1[|x| <= clip_value]``."""
+    """Clipped straight-through gradient ``1[|x| <= clip_value]`` (BinaryNet, Hubara et al.,
+    arXiv 1602.02830)."""
 
     def grad(x):
         return tf.cast(tf.abs(x) <= clip_value, x.dtype)
@@ -41,7 +46,8 @@ def ste_grad(clip_value: float):
 
 
 def approx_sign_grad(x):
-    """Bi-Real ApproxSign derivative F'(x) (arXiv 1808.00278, METHODS.md §8.1).
+    """Bi-Real ApproxSign derivative F'(x) (Liu et al., arXiv 1808.00278; see docs/methods.md,
+    section 'Bi-Real Net').
 
     ``2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), 0 elsewhere (so F'(-1) = 2 * 0 = 0 and
     F'(1) = 0, matching the official code's masks).
@@ -66,18 +72,20 @@ def swish_sign_grad(beta: float):
 
 
 def channel_mean_abs(w):
-    """mean|w| per output channel: the reduction runs over every axis but the last."""
+    """mean|w| per output channel: the reduction runs over every axis but the last (the scale
+    alpha of XNOR-Net, Rastegari et al., arXiv 1603.05279)."""
     w = tf.convert_to_tensor(w)
     return tf.reduce_mean(tf.abs(w), axis=list(range(w.shape.rank - 1)))
 
 
 def ste_sign(x, clip_value: float = 1.0):
-    """sign(x) (sign(0) = +1) with the clipped STE gradient ``1[|x| <= clip_value]``."""
+    """sign(x) (sign(0) = +1) with the clipped STE gradient ``1[|x| <= clip_value]`` (BinaryNet,
+    Hubara et al., arXiv 1602.02830)."""
     return sign_with_surrogate_grad(x, ste_grad(clip_value))
 
 
 def approx_sign(x):
-    """sign(x) with the Bi-Real ApproxSign gradient."""
+    """sign(x) with the Bi-Real ApproxSign gradient (Liu et al., arXiv 1808.00278)."""
     return sign_with_surrogate_grad(x, approx_sign_grad)
 
 
@@ -87,7 +95,8 @@ def swish_sign(x, beta: float = 5.0):
 
 
 def ste_heaviside(x, clip_value: float = 1.0):
-    """Heaviside step ``1 if x >= 0 else 0`` with the clipped STE gradient ``1[|x| <= clip]``.
+    """Heaviside step ``1 if x >= 0 else 0`` with the clipped STE gradient ``1[|x| <= clip]``
+    (the clipped STE of BinaryNet, Hubara et al., arXiv 1602.02830).
 
     Computed as ``0.5 * s(x) + 0.5`` with a surrogate of ``2 * 1[|x| <= clip]`` on the sign,
     so the forward graph is the `binary_sign` select and the gradient is the plain STE.
@@ -98,7 +107,8 @@ def ste_heaviside(x, clip_value: float = 1.0):
 
 
 def magnitude_aware_sign(w, clip_value: float = 1.0):
-    """Bi-Real scaled weight sign ``mean|W| * sign(W)`` per output channel (METHODS.md §8.2).
+    """Bi-Real scaled weight sign ``mean|W| * sign(W)`` per output channel (Liu et al.,
+    arXiv 1808.00278; see docs/methods.md, section 'Bi-Real Net').
 
     The scale is a constant for the gradient (stop_gradient), so ``dW = scale * 1[|W| <= clip]``.
     """
@@ -205,7 +215,8 @@ class SteHeaviside(_ClippedSign):
 
 @register_alias("magnitude_aware_sign")
 class MagnitudeAwareSign(_ClippedSign):
-    """Bi-Real Net magnitude-aware weight sign (Liu et al., arXiv 1808.00278; METHODS.md §8.2).
+    """Bi-Real Net magnitude-aware weight sign (Liu et al., arXiv 1808.00278; see
+    docs/methods.md, section 'Bi-Real Net').
 
     Forward: ``mean|W| * sign(W)`` with the mean taken per output channel (over every axis
     but the last; depthwise kernels are presented as (kh, kw, 1, C*M)). Backward: the scale is

@@ -1,4 +1,5 @@
-"""Ternary quantizer {-1, 0, +1} with a clipped straight-through gradient."""
+"""Ternary quantizer {-1, 0, +1} with a clipped straight-through gradient (threshold rule of
+Ternary Weight Networks, Li et al., arXiv 1605.04711)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def twn_threshold(x):
 
 def ste_tern(x, threshold_value: float = 0.05, ternary_weight_networks: bool = False,
              clip_value: float = 1.0):
-    """``+1 if x > t, -1 if x < -t, else 0`` with the clipped STE gradient ``1[|x| <= clip]``.
+    """``+1 if x > t, -1 if x < -t, else 0`` with the clipped STE gradient ``1[|x| <= clip]``
+    (Ternary Weight Networks, Li et al., arXiv 1605.04711).
 
     ``t`` is `threshold_value`, or `twn_threshold(x)` when `ternary_weight_networks` is True
     (no gradient flows through the threshold).

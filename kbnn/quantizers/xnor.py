@@ -1,5 +1,5 @@
 """XNOR-Net binary weights and activation scale (Rastegari et al., ECCV 2016, arXiv 1603.05279;
-METHODS.md §9.1)."""
+see docs/methods.md, section 'XNOR-Net')."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["XnorWeight", "xnor_activation_scale", "xnor_weight", "xnor_weight_gr
 
 def xnor_weight_grad(w):
     """XNOR-Net weight gradient factor ``1/n + alpha * 1[|W| < 1]`` per output channel
-    (Rastegari et al., arXiv 1603.05279; METHODS.md §9.1).
+    (Rastegari et al., arXiv 1603.05279; see docs/methods.md, section 'XNOR-Net').
 
     n = elements per output channel, alpha = mean|W|: the derivative of alpha * sign(W) with
     d sign/dW taken as the STE 1[|W| < 1], the factor of the official Lua `util.lua`
@@ -36,7 +36,8 @@ def xnor_weight_grad(w):
 
 def xnor_weight(w):
     """``mean|W| * sign(W)`` per output channel with the XNOR-Net weight gradient
-    `xnor_weight_grad` (Rastegari et al., arXiv 1603.05279; METHODS.md §9.1)."""
+    `xnor_weight_grad` (Rastegari et al., arXiv 1603.05279; see docs/methods.md, section
+    'XNOR-Net')."""
     return scaled_sign(w, xnor_weight_grad)
 
 
@@ -49,7 +50,7 @@ def xnor_activation_scale(
 ):
     """XNOR-Net activation scale ``K = A * k`` for a 2-D convolution, NHWC (Rastegari et al.,
     "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks",
-    arXiv 1603.05279; METHODS.md §9.1).
+    arXiv 1603.05279; see docs/methods.md, section 'XNOR-Net').
 
     ``A = mean_c |I|`` (shape (N, H, W, 1)) convolved with the box filter ``k = 1/(kh*kw)`` at
     the convolution's strides, padding and dilation, giving (N, H_out, W_out, 1), which
@@ -65,7 +66,8 @@ def xnor_activation_scale(
 
 @register_alias("xnor_weight")
 class XnorWeight(Quantizer):
-    """XNOR-Net binary weights (arXiv 1603.05279, METHODS.md §9.1).
+    """XNOR-Net binary weights (Rastegari et al., arXiv 1603.05279; see docs/methods.md,
+    section 'XNOR-Net').
 
     Forward: ``alpha_o * sign(W)`` with ``alpha_o = mean|W_o|`` per output channel (over every
     kernel axis but the last). Backward (custom gradient, `xnor_weight_grad`):

@@ -90,11 +90,6 @@ def test_inspect_sizes(kinds):
     assert len(rep.float_tensors) >= 1
 
 
-def test_export_hooks_are_removed(kinds):
-    model, _ = kinds
-    assert all(layer._export_call is None for layer in walk_binary_layers(model))
-
-
 def test_xcore_target_same_zero_via_border_map():
     model = _conv_kinds_model()
     fb = convert(model, target="xcore")

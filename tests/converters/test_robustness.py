@@ -9,9 +9,9 @@ from convert_helpers import bconv_count, random_inputs, seeded
 from kbnn.converters import ConversionError, convert, inspect, verify
 from kbnn.converters.flatbuffer import read_flatbuffer
 
-from kbnn.cli import main
 from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.quantizers import FakeQuant
+from kbnn_apps.cli import main
 
 SIGN = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
 STATIC_FIX = "keras.Input((32, 32, 3))"
