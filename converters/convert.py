@@ -113,10 +113,34 @@ def export_mode(model, plans: list[LayerPlan], *, int8: bool = False,
 def _dtype(value, name: str):
     if value is None:
         return tf.float32
-    dtype = tf.as_dtype(value)
+    try:
+        dtype = tf.as_dtype(value)
+    except TypeError:
+        dtype = None
     if dtype not in (tf.float32, tf.int8):
-        raise ConversionError(f"`{name}` must be tf.float32 or tf.int8, got {dtype.name}")
+        raise ValueError(f"Invalid value for argument `{name}` of convert. Expected tf.float32 "
+                         f"or tf.int8. Received {name}={value!r}.")
     return dtype
+
+
+def _check_arguments(model, target, int8, strict, return_report) -> None:
+    """Keras-style errors for bad arguments, before anything is traced or written."""
+    if isinstance(model, (str, bytes, os.PathLike)):
+        raise TypeError(
+            "Invalid value for argument `model` of convert. Expected a keras.Model; load a "
+            "saved model first: `import kbnn; model = keras.models.load_model(path)` (the "
+            "`kbnn convert` command takes paths). Received model={model!r}.")
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "Invalid value for argument `model` of convert. Expected a keras.Model. "
+            f"Received model of type {type(model).__name__}.")
+    if target not in _TARGETS:
+        raise ValueError(f"Invalid value for argument `target` of convert. Expected one of "
+                         f"{_TARGETS}. Received target={target!r}.")
+    for name, value in (("int8", int8), ("strict", strict), ("return_report", return_report)):
+        if not isinstance(value, bool):
+            raise TypeError(f"Invalid value for argument `{name}` of convert. Expected a bool. "
+                             f"Received {name}={value!r}.")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -275,21 +299,23 @@ def convert(
         The flatbuffer bytes (or a `ConversionResult`).
 
     Raises:
-        ConversionError: naming the layer, the reason and the fix.
+        TypeError, ValueError: bad arguments (Keras-style message naming the argument).
+        ConversionError: a model or layer that cannot be converted as asked, naming the layer,
+            the reason and the fix.
     """
-    if target not in _TARGETS:
-        raise ConversionError(f"unknown target {target!r}; expected one of {_TARGETS}")
+    _check_arguments(model, target, int8, strict, return_report)
     input_type = _dtype(inference_input_type, "inference_input_type")
     output_type = _dtype(inference_output_type, "inference_output_type")
-    has_fq = bool(_fake_quant_layers(model))
-    if int8 and not has_fq:
+    if tf.int8 in (input_type, output_type) and not int8:
+        raise ValueError(
+            "Invalid value for argument `int8` of convert. int8 model input/output "
+            "(inference_input_type/inference_output_type=tf.int8) needs int8=True. "
+            f"Received int8={int8!r}.")
+    if int8 and not _fake_quant_layers(model):
         raise ConversionError(
             "int8=True needs FakeQuant quantizers in the model (quantization-aware training)",
             fix="use kbnn.quantizers.FakeQuant as input/kernel quantizer of the float layers",
         )
-    if tf.int8 in (input_type, output_type) and not int8:
-        raise ConversionError("int8 model input/output needs int8=True",
-                              fix="pass int8=True (and FakeQuant quantizers)")
     plans = plan_model(model, target)
     if strict:
         for plan in plans:

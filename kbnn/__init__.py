@@ -5,12 +5,6 @@ Sub-packages: `kbnn.quantizers`, `kbnn.layers`, `kbnn.constraints`, `kbnn.blocks
 parameters by precision, binary and float MACs.
 """
 
-import os as _os
-
-# Quieten TensorFlow's C++ INFO/WARNING logs (CUDA probing, CPU features) unless the user set
-# the level; keeps the `kbnn` command's stderr to its own messages.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from kbnn import blocks, constraints, layers, quantizers, training
 from kbnn.summary import ModelProfile, profile, summary
 

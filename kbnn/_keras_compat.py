@@ -178,7 +178,6 @@ def recording_ops(callback: Callable[[list, Any, Any], None]) -> Iterator[None]:
         stack = global_state.get_global_attribute("name_scope_stack") or []
         callback([(scope.caller, scope) for scope in stack if scope.caller is not None],
                  inputs, outputs)
-        return None
 
     op_callbacks.add_op_callback(on_op)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kbnn import _keras_compat as compat
 from kbnn.quantizers._checks import check_positive
 
 __all__ = ["WeightClip", "get"]
@@ -39,16 +40,13 @@ def _register_keras_aliases() -> None:
     """Make ``keras.constraints.get("weight_clip")`` return a `WeightClip`.
 
     Keras 3 resolves a constraint *string* only through the name table of its constraints
-    module (`keras.src.constraints.ALL_OBJECTS_DICT`, the ``module_objects`` it also passes
+    module (the ``module_objects`` it also passes
     when deserializing); custom objects are consulted for config dicts only. Adding the alias
     to that table lets every Keras layer take ``kernel_constraint="weight_clip"``; a saved
     model stores the constraint as a registered ``kbnn>WeightClip`` config, not as the alias.
     """
-    from keras.src import constraints as keras_constraints
-
-    table = keras_constraints.ALL_OBJECTS_DICT
     for alias, cls in _ALIASES.items():
-        table.setdefault(alias, cls)
+        compat.register_constraint_alias(alias, cls)
 
 
 _register_keras_aliases()

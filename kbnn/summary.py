@@ -1,7 +1,8 @@
 """`kbnn.summary` / `kbnn.profile`: parameters by precision, binary and float MACs, model size.
 
-Counting convention (METHODS.md §0, the Bi-Real Net / ReActNet convention, arXiv 1808.00278 and
-2003.03488), per sample (the model is run once on a batch of 1):
+Counting convention: the one of Bi-Real Net (Liu et al., arXiv 1808.00278) and ReActNet (Liu et
+al., arXiv 2003.03488), described in docs/methods.md ("Counting costs"), per sample (the model is
+run once on a batch of 1):
 
 * **BOPs** = binary multiply-accumulates: the MACs of conv/dense layers whose input AND kernel are
   binarized (input quantizer and kernel quantizer of precision 1). A conv does
@@ -24,16 +25,19 @@ Counting convention (METHODS.md §0, the Bi-Real Net / ReActNet convention, arXi
   ``float32_size_bytes`` = ``model.count_params() * 4``.
 
 Nested layers (custom blocks holding layers as attributes, nested models) are walked down to their
-leaves; the shapes each leaf sees come from one forward pass on zeros, recorded by temporarily
-wrapping each layer's ``call``. A leaf holding weights that are not per-element/per-channel
-parameters (broadcastable to its output) and that is not a known conv/dense layer gets unknown
-("?") MACs and a warning; its MACs are left out of the totals.
+leaves; the shapes each leaf sees come from one forward pass on zeros, observed through the
+TensorFlow ops each layer call runs (`kbnn._keras_compat.recording_ops`): no layer is patched or
+written to. The kernels of kbnn quantized layers and their quantizers are read from
+`QuantizedLayerMixin.quantized_weights()`. A leaf holding weights that are not
+per-element/per-channel parameters (broadcastable to its output) and that is not a known conv/dense
+layer gets unknown ("?") MACs and a warning; its MACs are left out of the totals.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from kbnn._keras_compat import (
+    flatten_layers,
+    kernel_variable,
+    model_input_structure,
+    recording_ops,
+)
+from kbnn.layers.base import QuantizedLayerMixin
 from kbnn.quantizers.base import Quantizer
 
 __all__ = ["LayerProfile", "ModelProfile", "profile", "summary"]
@@ -96,7 +107,8 @@ class LayerProfile:
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Totals of a model under the METHODS.md §0 convention (see the module docstring)."""
+    """Totals of a model under the Bi-Real Net / ReActNet counting convention (see the module
+    docstring and docs/methods.md)."""
 
     bops: int
     flops: int
@@ -138,17 +150,25 @@ def profile(model: keras.Model, input_shape=None) -> ModelProfile:
     seen: set[int] = set()
     rows: list[tuple[float, int, LayerProfile]] = []
     unknown: list[str] = []
+    previous_order = -math.inf
     for index, (name, layer, own_only) in enumerate(nodes):
         weights = _own_weights(layer) if own_only else layer.weights
         weights = [w for w in weights if id(w) not in seen]
         seen.update(id(w) for w in weights)
         calls = records.get(id(layer), [])
+        if calls:
+            order = previous_order = calls[0][0]
+        elif not layer.weights:
+            # A call that runs no op (Dropout or Identity at inference) is not seen: keep the
+            # layer where the walk puts it, after the layer before it.
+            order = previous_order
+        else:
+            order = math.inf  # never called
         if own_only and not weights:
             continue
         row = _profile_layer(name, layer, weights, calls, own_only)
         if row.binary_macs is None:
             unknown.append(name)
-        order = calls[0][0] if calls else math.inf
         rows.append((order, index, row))
     rows.sort(key=lambda r: (r[0], r[1]))
     layers = [r[2] for r in rows]
@@ -201,7 +221,7 @@ def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None,
 
 
 def _sublayers(layer) -> list:
-    return [s for s in layer._flatten_layers(include_self=False, recursive=False)
+    return [s for s in flatten_layers(layer, include_self=False, recursive=False)
             if not isinstance(s, keras.layers.InputLayer)]
 
 
@@ -257,7 +277,7 @@ def _input_structure(model, input_shape):
             return {k: zeros(v) for k, v in input_shape.items()}
         return [zeros(s) for s in input_shape]
 
-    struct = getattr(model, "_inputs_struct", None)
+    struct = model_input_structure(model)
     if struct is None:
         try:
             inputs = model.inputs
@@ -268,9 +288,10 @@ def _input_structure(model, input_shape):
     if struct is not None:
         return keras.tree.map_structure(
             lambda t: zeros(tuple(t.shape)[1:], keras.backend.standardize_dtype(t.dtype)), struct)
-    shapes = getattr(model, "_build_shapes_dict", None)
-    if shapes and len(shapes) == 1:
-        return zeros(tuple(next(iter(shapes.values())))[1:])
+    build_config = model.get_build_config() if model.built else None
+    shape = (build_config or {}).get("input_shape")
+    if isinstance(shape, (tuple, list)) and _is_shape(tuple(shape)):
+        return zeros(tuple(shape)[1:])
     raise ValueError(
         f"Invalid value for argument `model` of kbnn.profile: the input shape of model "
         f"'{model.name}' is unknown. Expected a model with Input layers or a built model, "
@@ -282,55 +303,146 @@ def _is_shape(s) -> bool:
     return isinstance(s, tuple) and all(d is None or isinstance(d, int) for d in s)
 
 
-def _shape_of(x):
-    return keras.tree.map_structure(
-        lambda t: tuple(int(d) if d is not None else None for d in t.shape)
-        if hasattr(t, "shape") else None, x)
+def _tensor_shape(t) -> tuple | None:
+    shape = getattr(t, "shape", None)
+    if shape is None or getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(int(d) if d is not None else None for d in shape)
+
+
+def _is_resource(t) -> bool:
+    """Variable handles (what ops such as ReadVariableOp take) are not activations."""
+    return getattr(getattr(t, "dtype", None), "name", None) in ("resource", "variant")
+
+
+class _CallRecorder:
+    """Turns the ops `recording_ops` reports into one record per layer call.
+
+    Each op comes with the open layer calls, outermost first, as (layer, token) pairs; all ops of
+    one call share its token. For every call the recorder keeps:
+
+    * its order: when its first op ran (an outer call before the calls it makes);
+    * its input: the first tensor one of its ops reads that was not produced inside the call and
+      is an activation: a model input or a tensor produced by an earlier op (this leaves out
+      variable handles and constants made on the fly, e.g. ``x * 0.5``);
+    * its output: the last tensor produced inside the call and read outside it (by an op of
+      the next layer, or returned by the model), else the first output of its last op. (The
+      last op alone can be an activity regularizer's loss.)
+
+    Tensors are known by id while alive only (a weak reference drops the entry when a tensor is
+    freed, so a reused id is never mistaken for an earlier tensor); tokens are held strongly
+    until the recorder is dropped.
+    """
+
+    def __init__(self, model_inputs):
+        self._model_inputs = {id(t) for t in model_inputs}
+        self._keep = list(model_inputs)
+        self._producers: dict[int, tuple[int, frozenset, Any]] = {}  # id -> (op, tokens, ref)
+        self._calls: dict[int, dict] = {}  # id(token) -> record
+        self._tokens: list = []  # strong references, so token ids stay unique
+        self._ops = 0
+
+    def __call__(self, calls, inputs, outputs):
+        index = self._ops
+        self._ops += 1
+        open_ids = []
+        for layer, token in calls:
+            key = id(token)
+            if key not in self._calls:
+                self._tokens.append(token)
+                self._calls[key] = {"layer": layer, "order": len(self._calls), "input": None,
+                                    "fallback_input": None, "exported": None, "last": None}
+            open_ids.append(key)
+        open_set = frozenset(open_ids)
+
+        for t in inputs or ():
+            if _is_resource(t):
+                continue
+            producer = self._producers.get(id(t))
+            inside = producer[1] if producer is not None else frozenset()
+            known = producer is not None or id(t) in self._model_inputs
+            for key in open_ids:
+                record = self._calls[key]
+                if record["input"] is not None or key in inside:
+                    continue
+                if known:
+                    record["input"] = _tensor_shape(t)
+                elif record["fallback_input"] is None:
+                    record["fallback_input"] = _tensor_shape(t)
+            if producer is not None:
+                for key in inside - open_set:  # read outside the call that produced it
+                    record = self._calls[key]
+                    if record["exported"] is None or record["exported"][0] <= producer[0]:
+                        record["exported"] = (producer[0], _tensor_shape(t))
+
+        outputs = [t for t in (outputs or ()) if not _is_resource(t)]
+        if outputs:
+            shape = _tensor_shape(outputs[0])
+            for key in open_ids:
+                self._calls[key]["last"] = shape
+        for t in outputs:
+            self._remember(t, index, open_set)
+
+    def model_outputs(self, outputs):
+        """The tensors the model returned are read outside every call that produced them."""
+        for t in keras.tree.flatten(outputs):
+            producer = self._producers.get(id(t))
+            if producer is None:
+                continue
+            for key in producer[1]:
+                record = self._calls[key]
+                if record["exported"] is None or record["exported"][0] <= producer[0]:
+                    record["exported"] = (producer[0], _tensor_shape(t))
+
+    def _remember(self, t, index, tokens):
+        key = id(t)
+        producers = self._producers
+
+        def forget(_, key=key):
+            entry = producers.get(key)
+            if entry is not None and entry[2] is ref:
+                del producers[key]
+
+        try:
+            ref = weakref.ref(t, forget)
+        except TypeError:  # not weak-referenceable: keep it alive for the whole run
+            self._keep.append(t)
+            ref = None
+        producers[key] = (index, tokens, ref)
+
+    def records(self) -> dict[int, list]:
+        """id(layer) -> [(call order, input shape, output shape), ...] in call order."""
+        records: dict[int, list] = {}
+        for record in sorted(self._calls.values(), key=lambda r: r["order"]):
+            input_shape = record["input"] if record["input"] is not None \
+                else record["fallback_input"]
+            output_shape = record["exported"][1] if record["exported"] is not None \
+                else record["last"]
+            records.setdefault(id(record["layer"]), []).append(
+                (record["order"], input_shape, output_shape))
+        return records
 
 
 def _record_calls(model, input_shape) -> dict[int, list]:
     """Run `model` once on zeros; for each layer, a list of (call order, input shape, output
-    shape) of every call it received. Each layer's `call` is wrapped only during the run."""
+    shape) of every call it received, from the TensorFlow ops of each call (`_CallRecorder`).
+    Nothing is set on any layer."""
     x = _input_structure(model, input_shape)
-    if not all(layer.built for layer in model._flatten_layers(include_self=True, recursive=True)):
-        # Build first: building a subclassed model runs `call` symbolically, which must not
-        # be recorded as a call.
+    if not all(layer.built for layer in flatten_layers(model, include_self=True, recursive=True)):
+        # Build first: building creates variables (ops of their own) and, for a subclassed
+        # model, runs `call` symbolically; neither must be recorded as a call.
         model(x, training=False)
-    records: dict[int, list] = {}
-    counter = [0]
-    _missing = object()
-    saved = []
-
-    def wrap(layer, method_name):
-        original = getattr(layer, method_name)
-
-        def recording_call(*args, **kwargs):
-            order = counter[0]
-            counter[0] += 1
-            outputs = original(*args, **kwargs)
-            first = args[0] if args else next(iter(kwargs.values()), None)
-            records.setdefault(id(layer), []).append((order, _shape_of(first), _shape_of(outputs)))
-            return outputs
-
-        return recording_call
-
-    for _, layer, _ in _walk(model):
-        mode = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
-        method_name = "quantized_call" if mode else "call"
-        saved.append((layer, method_name, layer.__dict__.get(method_name, _missing)))
-        object.__setattr__(layer, method_name, wrap(layer, method_name))
-    try:
-        model(x, training=False)
-    except Exception as error:  # noqa: BLE001 -- report what can be counted, never crash
-        warnings.warn(f"kbnn.profile: the forward pass on zeros failed ({error!r}); layers "
-                      "without recorded shapes get unknown MACs.", stacklevel=3)
-    finally:
-        for layer, method_name, previous in saved:
-            if previous is _missing:
-                del layer.__dict__[method_name]
-            else:
-                object.__setattr__(layer, method_name, previous)
-    return records
+    x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+    recorder = _CallRecorder(keras.tree.flatten(x))
+    with recording_ops(recorder):
+        try:
+            outputs = model(x, training=False)
+        except Exception as error:  # noqa: BLE001 -- report what can be counted, never crash
+            warnings.warn(f"kbnn.profile: the forward pass on zeros failed ({error!r}); layers "
+                          "without recorded shapes get unknown MACs.", stacklevel=3)
+        else:
+            recorder.model_outputs(outputs)
+    return recorder.records()
 
 
 # ---------------------------------------------------------------------------------- counting
@@ -340,23 +452,34 @@ def _precision(quantizer) -> int:
     return FLOAT_BITS if quantizer is None else int(getattr(quantizer, "precision", FLOAT_BITS))
 
 
+_SLOT_PARTS = {"kernel_quantizer": "kernel", "depthwise_quantizer": "depthwise",
+               "pointwise_quantizer": "pointwise"}
+
+
 def _kernel_slots(layer) -> list[tuple[str, Any, Any]]:
-    """(part, kernel variable, kernel quantizer) of a conv/dense layer."""
-
-    def var(*names):
-        for n in names:
-            v = getattr(layer, n, None)
-            if v is not None:
-                return v
-        return None
-
+    """(part, kernel variable, kernel quantizer) of a conv/dense layer: for kbnn quantized
+    layers, from the public `quantized_weights()` map; for Keras layers, their kernels (float)."""
     if isinstance(layer, _SEPARABLE):
-        return [("depthwise", var("depthwise_kernel"), getattr(layer, "depthwise_quantizer", None)),
-                ("pointwise", var("pointwise_kernel"), getattr(layer, "pointwise_quantizer", None))]
+        arguments = ("depthwise_quantizer", "pointwise_quantizer")
+    elif isinstance(layer, _DEPTHWISE):
+        arguments = ("depthwise_quantizer",)
+    else:
+        arguments = ("kernel_quantizer",)
+    if isinstance(layer, QuantizedLayerMixin):
+        if layer.built:
+            weights = layer.quantized_weights()
+            return [(_SLOT_PARTS.get(w.argument, w.argument), w.variable, w.quantizer)
+                    for w in weights.values()]
+        # Never called, so never built: no kernel yet, the quantizers give the precisions.
+        return [(_SLOT_PARTS[a], None, getattr(layer, a, None)) for a in arguments]
+    if not layer.built:
+        return [(_SLOT_PARTS[a], None, None) for a in arguments]
+    if isinstance(layer, _SEPARABLE):
+        return [("depthwise", layer.depthwise_kernel, None),
+                ("pointwise", layer.pointwise_kernel, None)]
     if isinstance(layer, _DEPTHWISE):
-        return [("depthwise", var("_kernel", "kernel"),
-                 getattr(layer, "depthwise_quantizer", None))]
-    return [("kernel", var("_kernel", "kernel"), getattr(layer, "kernel_quantizer", None))]
+        return [("depthwise", kernel_variable(layer), None)]
+    return [("kernel", kernel_variable(layer), None)]
 
 
 def _positions(layer, shape) -> int:

@@ -1,4 +1,5 @@
-"""kbnn.profile / kbnn.summary: every expected count is written out by hand (METHODS.md §0)."""
+"""kbnn.profile / kbnn.summary: every expected count is written out by hand (docs/methods.md,
+"Counting costs")."""
 
 import warnings
 
@@ -309,3 +310,178 @@ def test_sequential_model_and_ops_arithmetic():
     assert (p.binary_params, p.float_params) == (5 * 4, 4 + 4 * 3 + 3)
     assert p.size_bytes == (20 * 1 + 19 * 32) / 8
     assert p.compression_ratio == (39 * 4) / ((20 + 19 * 32) / 8)
+
+
+# ------------------------------------------------------- profiling leaves every layer untouched
+
+
+def _all_layers(model):
+    from kbnn._keras_compat import flatten_layers
+
+    return flatten_layers(model, include_self=True, recursive=True)
+
+
+def _snapshot(model):
+    """Every layer (quantizers included) -> its attribute names and the identity of each value.
+
+    The model is called once first: Keras itself marks a layer on its first call (`_called`),
+    which profiling a never-called model would then do too."""
+    model(np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32"), training=False)
+    return _vars(model)
+
+
+def _vars(model):
+    """id(layer) -> (layer name, a copy of `vars(layer)`, which holds every value alive)."""
+    return {id(layer): (layer.name, dict(vars(layer))) for layer in _all_layers(model)}
+
+
+def _changes(before, after) -> list:
+    if before.keys() != after.keys():
+        return ["layers"]
+    found = []
+    for key, (name, attrs) in before.items():
+        now = after[key][1]
+        if now.keys() != attrs.keys():
+            found.append((name, sorted(set(now) ^ set(attrs))))
+        found += [(name, k) for k in attrs if now[k] is not attrs[k]]
+    return found
+
+
+def _assert_unchanged(before, after):
+    assert _changes(before, after) == []
+
+
+@pytest.mark.parametrize("build", [_flat_model, _custom_block_model, _nested_model_model])
+def test_profile_and_summary_set_no_attribute_on_any_layer(build):
+    model = build()
+    assert any(isinstance(layer, kbnn.quantizers.Quantizer) for layer in _all_layers(model))
+    before = _snapshot(model)
+    kbnn.profile(model)
+    _assert_unchanged(before, _vars(model))
+    kbnn.summary(model, print_fn=lambda line: None)
+    _assert_unchanged(before, _vars(model))
+
+
+_WATCH: dict = {}
+
+
+class _Watch(keras.layers.Layer):
+    """Checks, while the model runs, that no layer's attributes differ from `_WATCH["before"]`
+    (so nothing is patched during the pass either, not only after it)."""
+
+    def call(self, x):
+        if "model" in _WATCH:
+            _WATCH["changes"] += _changes(_WATCH["before"], _vars(_WATCH["model"]))
+            _WATCH["calls"] += 1
+        return x
+
+
+def test_no_layer_is_patched_while_profiling():
+    inputs = keras.Input((8, 8, 3))
+    x = _Stage(name="stage")(_stem(inputs))
+    model = keras.Model(inputs, _head(_Watch(name="watch")(x)), name="watched")
+    _WATCH.update(model=model, before=_snapshot(model), changes=[], calls=0)
+    try:
+        _assert_reference_totals(kbnn.profile(model))
+        assert _WATCH["calls"] >= 1 and _WATCH["changes"] == []
+    finally:
+        _WATCH.clear()
+
+
+def test_profile_reads_the_quantized_weights_map(monkeypatch):
+    seen = []
+    original = kbnn.layers.QuantizedLayerMixin.quantized_weights
+
+    def spy(self):
+        seen.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(kbnn.layers.QuantizedLayerMixin, "quantized_weights", spy)
+    inputs = keras.Input((6, 6, 4))
+    x = QuantSeparableConv2D(8, 3, use_bias=False, name="sep", input_quantizer="ste_sign",
+                             depthwise_quantizer="ste_sign")(inputs)  # float pointwise kernel
+    p = kbnn.profile(keras.Model(inputs, x))
+    assert "sep" in seen
+    assert p.layers[0].kernel_bits == (1, 32)
+    assert p.bops == 3 * 3 * 4 * 4 * 4
+    assert p.flops == 4 * 8 * 4 * 4
+    assert (p.binary_params, p.float_params) == (3 * 3 * 4, 4 * 8)
+
+
+class _ConvTwice(keras.layers.Layer):
+    """A custom block holding one binary conv that it calls twice."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = QuantConv2D(3, 3, padding="same", use_bias=False, name="conv", **BIN)
+
+    def call(self, x):
+        return self.conv(keras.activations.relu(self.conv(x)))
+
+
+def test_custom_block_calling_its_conv_twice_counts_both_calls():
+    inputs = keras.Input((5, 5, 3))
+    x = _ConvTwice(name="twice")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    before = _snapshot(model)
+    p = kbnn.profile(model)
+    _assert_unchanged(before, _vars(model))
+    rows = {r.name: r for r in p.layers}
+    assert list(rows) == ["twice/conv", "pool", "fc"]
+    conv = rows["twice/conv"]
+    assert conv.calls == 2
+    assert (conv.input_shape, conv.output_shape) == ((1, 5, 5, 3), (1, 5, 5, 3))
+    assert conv.binary_macs == p.bops == 2 * 3 * 3 * 3 * 3 * 5 * 5
+    assert conv.params == {1: 3 * 3 * 3 * 3}
+    assert p.flops == 3 * 2
+    assert p.binary_params == 3 * 3 * 3 * 3
+
+
+def test_shared_layer_calls_get_their_own_shapes():
+    inputs = keras.Input((4, 6))
+    seq = keras.layers.Dense(6, name="seq")
+    x = keras.layers.Cropping1D((0, 2), name="crop")(seq(inputs))  # 4 steps, then 2
+    p = kbnn.profile(keras.Model(inputs, seq(x)))
+    assert [r.name for r in p.layers] == ["seq", "crop"]
+    row = p.layers[0]
+    assert row.calls == 2
+    assert (row.input_shape, row.output_shape) == ((1, 4, 6), (1, 4, 6))  # the first call
+    assert p.flops == 6 * 6 * 4 + 6 * 6 * 2
+
+
+def test_layers_without_ops_keep_their_place_and_regularizers_do_not_hide_outputs():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(5, activity_regularizer="l2", name="first")(inputs)
+    x = keras.layers.Dropout(0.5, name="drop")(x)  # runs no op at inference
+    x = keras.layers.Dense(3, activity_regularizer="l1", name="last")(x)
+    p = kbnn.profile(keras.Model(inputs, x))
+    assert [r.name for r in p.layers] == ["first", "drop", "last"]
+    rows = {r.name: r for r in p.layers}
+    assert rows["first"].output_shape == (1, 5)
+    assert rows["last"].output_shape == (1, 3)  # not the regularizer's scalar loss
+    assert p.flops == 6 * 5 + 5 * 3
+
+
+def test_profile_with_a_lora_kernel_counts_the_kernel_variable():
+    inputs = keras.Input((6,))
+    dense = keras.layers.Dense(4, name="lora")
+    model = keras.Model(inputs, dense(inputs))
+    dense.enable_lora(2)
+    p = kbnn.profile(model)
+    assert p.flops == 6 * 4
+    assert p.float_params == model.count_params() == 6 * 4 + 4 + 6 * 2 + 2 * 4
+    assert p.layers[0].params == {32: model.count_params()}
+
+
+def test_profile_in_a_plain_context_leaves_no_recording_behind():
+    import tensorflow as tf
+    from tensorflow.python.framework import op_callbacks
+
+    assert not tf.distribute.has_strategy()
+    model = _custom_block_model()
+    first = kbnn.profile(model)
+    _assert_reference_totals(first)
+    assert not op_callbacks.should_invoke_op_callbacks()
+    assert kbnn.profile(model) == first
+    assert model(np.ones((2, 8, 8, 3), "float32")).shape == (2, 10)

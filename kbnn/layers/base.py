@@ -4,6 +4,7 @@ padding, and the dispatch to the export form while the converter's export mode i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
@@ -73,8 +74,8 @@ class QuantizedLayerMixin:
     """Holds an input quantizer and weight quantizers; builds, serialises and applies them.
 
     Mixed into a Keras layer class (``class QuantConv2D(QuantConvMixin, keras.layers.Conv2D)``).
-    Subclasses declare `_quantized_weight_attrs`, which maps each weight-quantizer constructor
-    argument to the attribute holding the weight it quantizes (``{"kernel_quantizer":
+    Subclasses declare the class attribute `quantized_weight_attributes`, which maps each
+    weight-quantizer constructor argument to the attribute holding the weight it quantizes (``{"kernel_quantizer":
     "kernel"}``); a subclass whose quantizer sees the weight in another shape overrides
     `_quantizer_view_shape`.
 
@@ -82,7 +83,7 @@ class QuantizedLayerMixin:
     computes the layer's export function instead of its training form.
     """
 
-    _quantized_weight_attrs: dict[str, str] = {"kernel_quantizer": "kernel"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {"kernel_quantizer": "kernel"}
 
     def _init_quantizers(self, input_quantizer, **kernel_quantizers):
         """Resolve the quantizer arguments. Quantizers compute in the layer's dtype policy
@@ -105,13 +106,14 @@ class QuantizedLayerMixin:
     @property
     def quantizers(self) -> dict:
         """The quantizers that are set, by constructor argument name."""
-        names = ("input_quantizer", *self._quantized_weight_attrs)
+        names = ("input_quantizer", *self.quantized_weight_attributes)
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def is_binary(self) -> bool:
         """True when the input and every kernel are binarized (an LCE binary op candidate)."""
-        quantizers = [self.input_quantizer] + [getattr(self, n) for n in self._quantized_weight_attrs]
+        quantizers = [self.input_quantizer]
+        quantizers += [getattr(self, n) for n in self.quantized_weight_attributes]
         return all(k is not None and k.precision == 1 for k in quantizers)
 
     def _quantizer_view_shape(self, argument: str, shape: tuple) -> tuple:
@@ -132,13 +134,13 @@ class QuantizedLayerMixin:
 
     def _collect_quantized_weights(self) -> dict[str, QuantizedWeight]:
         weights = {}
-        for argument, attribute in self._quantized_weight_attrs.items():
+        for argument, attribute in self.quantized_weight_attributes.items():
             variable = getattr(self, attribute, None)
             if variable is None or not hasattr(variable, "shape"):
                 raise ValueError(
                     f"{type(self).__name__} {self.name!r} declares that `{argument}` quantizes "
                     f"its attribute `{attribute}`, but it has no such weight (received "
-                    f"{attribute}={variable!r}). Fix `_quantized_weight_attrs`.")
+                    f"{attribute}={variable!r}). Fix `quantized_weight_attributes`.")
             shape = self._quantizer_view_shape(argument, tuple(variable.shape))
             weights[argument] = QuantizedWeight(argument, variable, getattr(self, argument),
                                                 shape)
@@ -170,7 +172,7 @@ class QuantizedLayerMixin:
         return ops.reshape(quantizer(ops.reshape(value, view)), shape)
 
     def _quantizer_config(self) -> dict:
-        names = ("input_quantizer", *self._quantized_weight_attrs)
+        names = ("input_quantizer", *self.quantized_weight_attributes)
         config = {}
         for name in names:
             serialized = q.serialize(getattr(self, name))

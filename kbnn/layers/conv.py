@@ -3,6 +3,8 @@ QuantSeparableConv2D. Each subclasses the Keras layer, so every Keras argument k
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import keras
 from keras import ops
 
@@ -93,7 +95,7 @@ class QuantDepthwiseConv2D(_DepthwiseViewMixin, QuantConvMixin, keras.layers.Dep
         **kwargs: every argument of `keras.layers.DepthwiseConv2D`.
     """
 
-    _quantized_weight_attrs = {"depthwise_quantizer": "kernel"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {"depthwise_quantizer": "kernel"}
 
     def __init__(self, kernel_size, *args, input_quantizer=None, depthwise_quantizer=None,
                  pad_values=0.0, **kwargs):
@@ -119,8 +121,8 @@ class QuantSeparableConv2D(_DepthwiseViewMixin, QuantConvMixin, keras.layers.Sep
         **kwargs: every argument of `keras.layers.SeparableConv2D`.
     """
 
-    _quantized_weight_attrs = {"depthwise_quantizer": "depthwise_kernel",
-                               "pointwise_quantizer": "pointwise_kernel"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {
+        "depthwise_quantizer": "depthwise_kernel", "pointwise_quantizer": "pointwise_kernel"}
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None,
                  depthwise_quantizer=None, pointwise_quantizer=None, pad_values=0.0, **kwargs):

@@ -11,10 +11,10 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "blocks")]
 
-import keras  # noqa: E402
-from blocks_helpers import flatbuffer_ops  # noqa: E402
-from kbnn.converters import convert  # noqa: E402
-from oplist_models import MODELS  # noqa: E402
+import keras
+from blocks_helpers import flatbuffer_ops
+from kbnn.converters import convert
+from oplist_models import MODELS
 
 
 def main() -> None:

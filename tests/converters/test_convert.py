@@ -192,11 +192,18 @@ def test_each_binarizer_converts(alias):
     assert rep.max_rel_diff < 1e-4, rep.table()
 
 
-def test_unknown_target_and_bad_io_types():
+def test_bad_arguments_are_keras_style_errors():
     model = keras.Sequential([keras.Input((4,)), QuantDense(2, **SIGN)])
-    with pytest.raises(ConversionError, match="target"):
+    with pytest.raises(ValueError, match=r"argument `target` of convert.*Received target='gpu'"):
         convert(model, target="gpu")
-    with pytest.raises(ConversionError, match="int8=True"):
+    with pytest.raises(ValueError, match=r"argument `int8`.*needs int8=True"):
         convert(model, inference_input_type=tf.int8)
+    with pytest.raises(ValueError, match=r"argument `inference_output_type`.*Received"):
+        convert(model, inference_output_type="int32")
+    with pytest.raises(TypeError, match=r"argument `strict` of convert. Expected a bool"):
+        convert(model, strict="yes")
+    with pytest.raises(TypeError, match=r"argument `model`.*keras.models.load_model"):
+        convert("model.keras")
+    # A model that cannot be converted as asked stays a ConversionError.
     with pytest.raises(ConversionError, match="FakeQuant"):
         convert(model, int8=True)

@@ -2,6 +2,7 @@
 binary layer class defined outside kbnn converts through the public registry alone."""
 
 import threading
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -89,7 +90,7 @@ def test_two_conversions_run_concurrently_in_threads():
 class SignConv(QuantizedLayerMixin, keras.layers.Layer):
     """A 3x3 VALID binary convolution written here, not in kbnn: sign(x) * (mean|W| sign(W))."""
 
-    _quantized_weight_attrs = {"kernel_quantizer": "kernel"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {"kernel_quantizer": "kernel"}
 
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
@@ -109,7 +110,7 @@ class SignConv(QuantizedLayerMixin, keras.layers.Layer):
 class UnregisteredSignConv(QuantizedLayerMixin, keras.layers.Layer):
     """The same kind of layer with no registered export form."""
 
-    _quantized_weight_attrs = {"kernel_quantizer": "kernel"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {"kernel_quantizer": "kernel"}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

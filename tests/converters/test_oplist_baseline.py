@@ -11,9 +11,9 @@ import keras
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "blocks"))
-from blocks_helpers import flatbuffer_ops  # noqa: E402
-from kbnn.converters import convert  # noqa: E402
-from oplist_models import MODELS  # noqa: E402
+from blocks_helpers import flatbuffer_ops
+from kbnn.converters import convert
+from oplist_models import MODELS
 
 BASELINE = json.loads((pathlib.Path(__file__).parent / "data" / "oplists_baseline.json").read_text())
 

@@ -2,16 +2,18 @@
 non-float32 dtype policies, custom ops LCE cannot run, unknown input dimensions, corrupt
 flatbuffers (API and `kbnn` command line)."""
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 import pytest
 from convert_helpers import bconv_count, random_inputs, seeded
 from kbnn.converters import ConversionError, convert, inspect, verify
 from kbnn.converters.flatbuffer import read_flatbuffer
+from kbnn_apps.cli import main
 
 from kbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.quantizers import FakeQuant
-from kbnn_apps.cli import main
 
 SIGN = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
 STATIC_FIX = "keras.Input((32, 32, 3))"
@@ -80,7 +82,8 @@ def test_int8_depthwise_and_separable_with_fake_quant_kernels(kind):
 class _OddDense(QuantDense):
     """A QuantDense subclass declaring a quantizer argument for a weight it does not have."""
 
-    _quantized_weight_attrs = {"kernel_quantizer": "kernel", "odd_quantizer": "odd_weight"}
+    quantized_weight_attributes: ClassVar[dict[str, str]] = {"kernel_quantizer": "kernel",
+                                                             "odd_quantizer": "odd_weight"}
 
     def __init__(self, *args, odd_quantizer=None, **kwargs):
         super().__init__(*args, **kwargs)

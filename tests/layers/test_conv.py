@@ -391,7 +391,8 @@ def _constructor_args(cls) -> set[str]:
 
 @pytest.mark.parametrize("cls, kwargs", CONFIG_CASES, ids=lambda v: getattr(v, "__name__", ""))
 def test_get_config_covers_every_argument(cls, kwargs):
-    quantizer_args = {n: "approx_sign" for n in ("input_quantizer", *cls._quantized_weight_attrs)}
+    names = ("input_quantizer", *cls.quantized_weight_attributes)
+    quantizer_args = {n: "approx_sign" for n in names}
     layer = cls(**kwargs, **quantizer_args, activation="relu", use_bias=False,
                 activity_regularizer="l2", bias_constraint="non_neg", name="custom")
     config = layer.get_config()

@@ -23,7 +23,7 @@ ALL_LAYERS = {**CONV_LAYERS, QuantDense: {"units": 2}}
 
 
 def _kernel_args(cls):
-    return tuple(cls._quantized_weight_attrs)
+    return tuple(cls.quantized_weight_attributes)
 
 
 class _EightBit(Quantizer):
