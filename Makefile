@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/kbnn demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check kbnn zoo converters tests examples benchmarks
+	$(PY) -m ruff check kbnn apps zoo converters tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_out .pytest_cache

@@ -33,7 +33,7 @@ def binary_conv_stack(layers: int = 4, channels: int = 256, size: int = 32):
 
 def benchmark_models():
     """(label, model) pairs measured by both benchmarks."""
-    from kbnn.demo import build_demo_model
+    from kbnn_apps.demo import build_demo_model
 
     return [
         ("digits demo (8x8x1)", build_demo_model()),
@@ -43,7 +43,7 @@ def benchmark_models():
 
 def append_results(title: str, body: str) -> None:
     """Append a dated section with machine info to benchmarks/RESULTS.md (created if missing)."""
-    from kbnn.bench import machine_info
+    from kbnn_apps.bench import machine_info
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -3,7 +3,7 @@
 Batch 1, min and median wall time of set-input/invoke/read-output over R runs after warm-up,
 with 1 and 2 interpreter threads, for the digits demo network and a stack of 4 binary 3x3 convs
 with 256 channels on 32x32x256. The float twin is the same architecture with every quantizer
-removed (`kbnn.bench.float_twin`), converted with `tf.lite.TFLiteConverter` and run with the
+removed (`kbnn_apps.bench.float_twin`), converted with `tf.lite.TFLiteConverter` and run with the
 stock interpreter (XNNPACK float kernels).
 
 LCE ships optimised binary kernels only for aarch64/arm32; on x86 it runs portable C++ kernels,
@@ -32,8 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kbnn.converters import convert
-
-    from kbnn.bench import X86_NOTE, bench, bench_table
+    from kbnn_apps.bench import X86_NOTE, bench, bench_table
 
     sections = []
     for (label, model), default_runs in zip(benchmark_models(), (200, 20)):

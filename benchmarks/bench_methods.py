@@ -12,7 +12,7 @@ binary conv + BatchNormalization per method:
 Thresholds, AdaBin's alpha/beta and the BN statistics get non-trivial random values before
 `kbnn.converters.convert(strict=True)`; each flatbuffer is checked against Keras with
 `kbnn.converters.verify` (max relative diff). Latency: LCE interpreter, 1 thread, batch 1, with
-`kbnn.bench.measure_latency` in interleaved rounds (min of the mins, median of the medians).
+`kbnn_apps.bench.measure_latency` in interleaved rounds (min of the mins, median of the medians).
 The ratio columns are this min (median) / the plain binary conv's (> 1: slower).
 
 LCE ships optimised binary kernels only for aarch64/arm32; on x86 it runs portable C++ kernels,
@@ -93,8 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kbnn.converters import convert, verify
-
-    from kbnn.bench import X86_NOTE, measure_latency
+    from kbnn_apps.bench import X86_NOTE, measure_latency
 
     header = ["layer", "method", "ops", "size (B)", "min ms", "median ms", "min vs plain",
               "median vs plain", "max rel diff"]

@@ -2,7 +2,7 @@
 
 Models: the digits demo network and a stack of 4 binary 3x3 convs with 256 channels on a
 32x32x256 input. Each is converted with `kbnn.converters.convert` (LCE) and, with every
-quantizer removed (`kbnn.bench.float_twin`), with the stock TFLite converter. Binary weights
+quantizer removed (`kbnn_apps.bench.float_twin`), with the stock TFLite converter. Binary weights
 are 1 bit instead of 32, so the weight ratio is at most 32x; the whole-file ratio is lower
 because of float layers, per-channel multiplier/bias vectors and flatbuffer overhead.
 
@@ -22,9 +22,8 @@ from _common import append_results, benchmark_models
 
 def measure(label: str, model) -> list[str]:
     from kbnn.converters import convert, inspect
-
-    from kbnn.bench import float_tflite, float_twin
     from kbnn.summary import profile
+    from kbnn_apps.bench import float_tflite, float_twin
 
     binary = convert(model, strict=True, return_report=True)
     float_fb = float_tflite(float_twin(model))

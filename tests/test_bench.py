@@ -1,10 +1,12 @@
-"""kbnn.bench: the float twin of a binary model, float TFLite conversion, latency timing."""
+"""kbnn_apps.bench: the float twin of a binary model, float TFLite conversion, latency timing."""
 
 import keras
 import numpy as np
 import pytest
 
-from kbnn.bench import (
+from kbnn import quantizers as kbnn_quantizers
+from kbnn.layers import QuantConv2D, QuantDense
+from kbnn_apps.bench import (
     BenchRow,
     Latency,
     bench,
@@ -13,7 +15,6 @@ from kbnn.bench import (
     float_twin,
     measure_latency,
 )
-from kbnn.layers import QuantConv2D, QuantDense
 
 
 def _conv_same_3x3(x, w):
@@ -57,6 +58,57 @@ def test_float_twin_is_the_same_network_without_quantizers(rng):
     np.testing.assert_allclose(np.asarray(twin(x)), expected, rtol=1e-4, atol=1e-4)
     # The original model is untouched (still binary: its output differs from the float one).
     assert not np.allclose(np.asarray(model(x)), expected, atol=1e-3)
+
+
+def _twin_layers(twin):
+    from kbnn._keras_compat import flatten_layers
+
+    return flatten_layers(twin, include_self=False, recursive=True)
+
+
+def test_float_twin_is_rebuilt_from_configs_without_patching_calls(rng):
+    # A nested model (its config holds the QuantConv2D config) and a quantizer used as a layer
+    # of its own; RSign has a learned threshold, which the twin drops.
+    from kbnn.quantizers import Quantizer
+
+    inner = keras.Sequential([keras.Input((5, 5, 3)),
+                              QuantConv2D(4, 3, padding="same", pad_values=1.0,
+                                          input_quantizer="rsign", kernel_quantizer="ste_sign",
+                                          name="inner_bconv")], name="inner")
+    inputs = keras.Input((5, 5, 3))
+    sign = kbnn_quantizers.get("rsign")  # a layer of its own in the model
+    outputs = keras.layers.Flatten()(inner(sign(inputs)))
+    model = keras.Model(inputs, outputs)
+    twin = float_twin(model)
+    layers = _twin_layers(twin)
+    assert not any(isinstance(layer, Quantizer) for layer in layers)
+    assert not any("call" in vars(layer) for layer in layers)  # no instance-level patching
+    assert isinstance(twin.layers[1], keras.layers.Identity)
+    conv = twin.get_layer("inner").get_layer("inner_bconv")
+    assert conv.quantizers == {} and conv.pad_values == 0.0
+    np.testing.assert_array_equal(conv.kernel.numpy(),
+                                  inner.get_layer("inner_bconv").kernel.numpy())
+    x = rng.uniform(-1, 1, (2, 5, 5, 3)).astype(np.float32)
+    expected = _conv_same_3x3(x.astype(np.float64), conv.kernel.numpy()) + conv.bias.numpy()
+    np.testing.assert_allclose(np.asarray(twin(x)), expected.reshape(2, -1), rtol=1e-4,
+                               atol=1e-4)
+
+
+class _BuildsItsOwnQuantizer(keras.layers.Layer):
+    """A layer whose quantizer is not a constructor argument (not in its config)."""
+
+    def build(self, input_shape):
+        self.sign = kbnn_quantizers.get("ste_sign")
+
+    def call(self, inputs):
+        return self.sign(inputs)
+
+
+def test_float_twin_names_a_quantizer_that_is_not_in_a_config():
+    inputs = keras.Input((4,))
+    outputs = _BuildsItsOwnQuantizer(name="hidden_sign")(inputs)
+    with pytest.raises(ValueError, match="inside layer 'hidden_sign'.*constructor arguments"):
+        float_twin(keras.Model(inputs, outputs))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # tf.lite.Interpreter deprecation notice

@@ -9,8 +9,8 @@ import zipfile
 import keras
 import pytest
 
-from kbnn.cli import CLIError, main
 from kbnn.layers import QuantConv2D
+from kbnn_apps.cli import CLIError, main
 
 BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign", "use_bias": False}
 
@@ -193,6 +193,57 @@ def test_usage_errors_exit_2_and_version(capsys):
     assert capsys.readouterr().out.strip() == "kbnn 0.1.0"
 
 
+# Each run: argv for main() and its exit status. None of them may import kbnn or TensorFlow.
+_LIGHT_RUNS = [(["--help"], 0), (["--version"], 0), ([], 2), (["frobnicate"], 2),
+               (["convert"], 2), (["convert", "m.keras"], 2),
+               (["bench", "x.tflite", "--runs", "0"], 2),
+               (["summary", "m.keras", "--input-shape", "a,b"], 2)]
+_LIGHT_RUNS += [([command, "--help"], 0)
+                for command in ("convert", "inspect", "summary", "verify", "bench", "demo")]
+
+
+def test_help_version_and_usage_errors_do_not_import_tensorflow():
+    # In a fresh interpreter: main() of every run, then the heavy modules it must not have
+    # loaded (pytest itself has imported them in this process).
+    code = f"""
+import contextlib, io, json, sys
+from kbnn_apps.cli import main
+statuses = []
+for argv, _ in {_LIGHT_RUNS!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        statuses.append(main(argv))
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("tensorflow", "keras", "kbnn", "numpy", "larq_compute_engine"))
+print(json.dumps({{"statuses": statuses, "heavy": heavy}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["statuses"] == [status for _, status in _LIGHT_RUNS]
+    assert result["heavy"] == []
+
+
+def test_console_script_help_and_version_do_not_import_tensorflow():
+    # `python -X importtime` lists every module the installed entry point imports.
+    script = os.path.join(os.path.dirname(sys.executable), "kbnn")
+    for argv, status in ((["--help"], 0), (["--version"], 0), (["convert", "--help"], 0),
+                         (["convert"], 2)):
+        run = subprocess.run([sys.executable, "-X", "importtime", script, *argv],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == status, run.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "kbnn_apps.cli" in imported
+        assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "kbnn")}
+
+
+def test_python_dash_m_runs_the_command():
+    run = subprocess.run([sys.executable, "-m", "kbnn_apps", "--version"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 0 and run.stdout.strip() == "kbnn 0.1.0"
+
+
 def test_debug_lets_the_exception_through(tmp_path):
     with pytest.raises(CLIError, match="file not found"):
         main(["--debug", "inspect", str(tmp_path / "nope.tflite")])
@@ -213,7 +264,7 @@ def test_console_script_error_is_one_line(files, tmp_path):
 
 
 def test_native_logs_are_silenced_but_kbnn_messages_are_not(capfd):
-    from kbnn import cli
+    from kbnn_apps import cli
 
     with cli._native_stderr_silenced():
         os.write(2, b"native C++ log line\n")  # what TensorFlow/LCE write directly to fd 2

@@ -8,9 +8,9 @@ import pytest
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 from tensorflow.lite.python import schema_py_generated as schema
 
-from kbnn.cli import main
 from kbnn.data import load_digits_split
-from kbnn.demo import run_demo
+from kbnn_apps.cli import main
+from kbnn_apps.demo import run_demo
 
 FILES = ("model.keras", "model.tflite", "report.md", "training.png")
 

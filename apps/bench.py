@@ -1,15 +1,15 @@
 """Latency and size of an LCE flatbuffer next to its float twin converted with stock TFLite.
 
-* `float_twin(model)`: the same architecture with every quantizer removed (input/kernel/
-  depthwise/pointwise quantizers set to None, `pad_values` back to 0) and the weights copied.
+* `float_twin(model)`: the same architecture rebuilt from its configs with every quantizer
+  argument set to None (`pad_values` back to 0) and the weights copied.
 * `float_tflite(model)`: a Keras model converted with `tf.lite.TFLiteConverter` (no LCE).
 * `measure_latency(flatbuffer, engine=...)`: min/median wall time of one inference (batch 1)
   after warm-up, with LCE's interpreter (``engine="lce"``) or the stock TFLite interpreter
   (``engine="tflite"``, `ai_edge_litert` when installed, else `tf.lite.Interpreter`).
 * `bench(flatbuffer, model)`: both, as `BenchRow`s; `bench_table(rows)` prints them.
 
-Note: LCE ships optimised binary kernels for aarch64/arm32 only; on x86 its bconv kernels are
-generic C++ (LCE.md section 2), so x86 latencies understate what a binary model gains on ARM.
+Note: LCE ships optimised binary kernels for aarch64/arm32 only; on x86 its binary convolutions
+run generic C++ kernels, so x86 latencies understate what a binary model gains on ARM.
 """
 
 from __future__ import annotations
@@ -64,13 +64,20 @@ def machine_info() -> str:
             f"Python {platform.python_version()}, " + ", ".join(versions))
 
 
+def _is_quantizer_argument(key: str, value) -> bool:
+    """A constructor argument that holds a quantizer: one of `QUANTIZER_ARGS`, or any other
+    ``*_quantizer`` argument set to an alias or a serialised quantizer."""
+    return key in QUANTIZER_ARGS or (key.endswith("_quantizer") and isinstance(value, (str, dict)))
+
+
 def _strip_quantizers(config):
-    """A copy of a (nested) layer config with every quantizer argument set to None."""
+    """A copy of a (nested) layer config with every quantizer argument set to None, and
+    `pad_values` set to 0.0 (zero padding) where a quantizer was removed."""
     if isinstance(config, dict):
         out = {k: _strip_quantizers(v) for k, v in config.items()}
         stripped = False
-        for key in QUANTIZER_ARGS:
-            if out.get(key) is not None:
+        for key, value in config.items():
+            if value is not None and _is_quantizer_argument(key, value):
                 out[key] = None
                 stripped = True
         if stripped and "pad_values" in out:
@@ -81,18 +88,43 @@ def _strip_quantizers(config):
     return config
 
 
+def _twin_error(model, message: str) -> ValueError:
+    return ValueError(f"cannot build the float twin of model {model.name!r}: {message}")
+
+
 def _quantizer_variable_ids(model) -> set[int]:
+    """Ids of the variables that belong to quantizers (e.g. learned thresholds), which the float
+    twin drops. The latent weights that quantizers read (`quantized_weights()` of kbnn's
+    quantized layers) are layer weights and are kept, even if a quantizer also tracks them."""
+    from kbnn._keras_compat import flatten_layers
+    from kbnn.layers import QuantizedLayerMixin
     from kbnn.quantizers import Quantizer
 
-    ids: set[int] = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, Quantizer):
-            ids.update(id(v) for v in layer.weights)
-    return ids
+    layers = flatten_layers(model, include_self=False, recursive=True)
+    quantizer_ids = {id(v) for layer in layers if isinstance(layer, Quantizer)
+                     for v in layer.weights}
+    latent_ids = {id(w.variable) for layer in layers
+                  if isinstance(layer, QuantizedLayerMixin) and layer.built
+                  for w in layer.quantized_weights().values()}
+    return quantizer_ids - latent_ids
 
 
-def _identity(inputs, *args, **kwargs):
-    return inputs
+def _check_no_quantizer_left(model, twin) -> None:
+    """Raise a ValueError naming the first layer of `twin` that still holds a quantizer."""
+    from kbnn._keras_compat import flatten_layers
+    from kbnn.quantizers import Quantizer
+
+    for top in twin.layers:
+        for layer in flatten_layers(top, include_self=True, recursive=True):
+            if isinstance(layer, Quantizer):
+                where = "" if layer is top else (
+                    f" inside layer {top.name!r} ({type(top).__name__})")
+                raise _twin_error(model, (
+                    f"quantizer {layer.name!r} ({type(layer).__name__}){where} remains after "
+                    "every quantizer argument of the configs was set to None. A layer that "
+                    "creates quantizers itself must take them as constructor arguments "
+                    f"(e.g. {', '.join(QUANTIZER_ARGS[:2])}) in its config to have a float "
+                    "twin."))
 
 
 def _shapes(variables) -> list[tuple]:
@@ -102,46 +134,46 @@ def _shapes(variables) -> list[tuple]:
 def float_twin(model):
     """The same architecture with every quantizer removed and the weights copied.
 
-    Each layer is rebuilt from its config with `input_quantizer`, `kernel_quantizer`,
-    `depthwise_quantizer` and `pointwise_quantizer` set to None (and `pad_values` to 0, plain
-    zero padding), then given the original layer's weights (the variables of removed
-    quantizers, e.g. learned thresholds, are dropped). Quantizers that a block creates
-    internally (not in its config) are kept as layers but act as the identity. Works for
-    functional and sequential models.
+    The twin is rebuilt purely from configs: each layer is re-created with `from_config` from
+    its config with every quantizer argument set to None, recursively in nested configs
+    (`input_quantizer`, `kernel_quantizer`, `depthwise_quantizer`, `pointwise_quantizer` and
+    any other ``*_quantizer`` argument; `pad_values` back to 0, plain zero padding). A
+    quantizer used as a layer of its own becomes a `keras.layers.Identity` of the same name.
+    The twin then gets the original layers' weights (the variables of removed quantizers, e.g.
+    learned thresholds, are dropped). Works for functional and sequential models.
 
     Raises:
-        ValueError: the model cannot be cloned layer by layer (e.g. a subclassed model).
+        ValueError: the model cannot be cloned layer by layer (e.g. a subclassed model), a
+            quantizer remains in the twin (a layer creates quantizers that are not arguments
+            of its config; the error names it), or a layer's weights do not match its float
+            version.
     """
     import keras
 
     from kbnn.quantizers import Quantizer
 
     def clone(layer):
+        if isinstance(layer, Quantizer):
+            return keras.layers.Identity(name=layer.name)
         return layer.__class__.from_config(_strip_quantizers(layer.get_config()))
 
     try:
         twin = keras.models.clone_model(model, clone_function=clone)
     except Exception as err:
-        raise ValueError(
-            f"cannot build the float twin of model {model.name!r}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}"
-        ) from err
+        raise _twin_error(model, f"{type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}") from err
+    _check_no_quantizer_left(model, twin)
     skip = _quantizer_variable_ids(model)
     for src_layer, dst_layer in zip(model.layers, twin.layers):
         src, dst = src_layer.weights, dst_layer.weights
         if _shapes(src) != _shapes(dst):  # quantizers (and their variables) were removed
             src = [v for v in src if id(v) not in skip]
         if _shapes(src) != _shapes(dst):
-            raise ValueError(
-                f"cannot build the float twin of model {model.name!r}: layer "
-                f"{src_layer.name!r} has weights {_shapes(src)} but its float version has "
-                f"{_shapes(dst)}."
-            )
+            raise _twin_error(model, (
+                f"layer {src_layer.name!r} has weights {_shapes(src)} but its float version "
+                f"has {_shapes(dst)}."))
         for s, d in zip(src, dst):
             d.assign(s)
-    for layer in twin._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, Quantizer):
-            layer.call = _identity
     return twin
 
 

@@ -9,6 +9,10 @@
 
 Errors are one line on stderr (``kbnn: error: ...``) with exit code 1 (2 for usage errors);
 ``--debug`` shows the traceback and the native (C++) log of TensorFlow/LCE instead.
+
+Only the standard library is imported at module level: the parser is built and the arguments
+parsed first, and only the chosen command's handler imports kbnn (and with it TensorFlow). So
+``kbnn --help``, ``kbnn --version``, ``kbnn COMMAND --help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import importlib
 import os
 import re
 import sys
-import tempfile
-import warnings
-import zipfile
 from collections.abc import Sequence
+
+# Only what parsing needs is imported here; the modules the commands use (tempfile, zipfile,
+# warnings, kbnn, ...) are imported where they are used, so that --help answers at once.
 
 __all__ = ["CLIError", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# TensorFlow's C++ log level while a command runs, unless the user set one: quietens the INFO
+# and WARNING lines (CUDA probing, CPU features) so that stderr carries kbnn's own messages.
+_TF_CPP_MIN_LOG_LEVEL = "2"
 # Modules whose import registers kbnn's Keras-serialisable classes (layers, quantizers, ...).
 _REGISTERING_MODULES = ("kbnn.quantizers", "kbnn.layers", "kbnn.constraints", "kbnn.blocks",
                         "kbnn.training", "kbnn.zoo")
@@ -70,6 +77,8 @@ def _native_stderr_silenced(enabled: bool = True):
         on_fd2 = sys.stderr.fileno() == 2
     except (AttributeError, OSError, ValueError):  # replaced sys.stderr (e.g. pytest capsys)
         on_fd2 = False
+    import tempfile
+
     previous = _MESSAGES
     with tempfile.TemporaryFile() as sink:
         sys.stderr.flush()
@@ -106,6 +115,8 @@ def _import_kbnn_objects() -> None:
 
 def load_keras_model(path: str):
     """Load a `.keras` file (kbnn classes registered) or raise a one-line `CLIError`."""
+    import zipfile
+
     _existing_file(path)
     legacy_h5 = path.endswith((".h5", ".hdf5"))
     if not legacy_h5:
@@ -180,6 +191,8 @@ def _sibling_keras(tflite_path: str) -> str:
 
 
 def _cmd_convert(args) -> int:
+    import warnings
+
     from kbnn.converters import convert
 
     model = load_keras_model(args.model)
@@ -251,7 +264,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from kbnn.bench import X86_NOTE, bench, bench_table, float_tflite, float_twin
+    from kbnn_apps.bench import X86_NOTE, bench, bench_table, float_tflite, float_twin
 
     flatbuffer = load_flatbuffer(args.tflite)
     model_path = args.model or _sibling_keras(args.tflite)
@@ -269,7 +282,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from kbnn.demo import run_demo
+    from kbnn_apps.demo import run_demo
 
     results = run_demo(epochs=args.epochs, out_dir=args.out, seed=args.seed,
                        bench_runs=args.bench_runs)
@@ -325,10 +338,33 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    """The installed distribution's version, read from its metadata (importing kbnn would load
+    TensorFlow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kbnn")
+    except PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``kbnn VERSION`` on stdout and exit 0. The version is read only
+    when the option is given, so --help and the commands do not pay for the metadata lookup."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version number and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"kbnn {_version()}", flush=True)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the `kbnn` command."""
-    from kbnn import __version__
-    from kbnn.demo import DEFAULT_EPOCHS, DEFAULT_OUT_DIR
+    """The argparse parser of the `kbnn` command (imports only the standard library)."""
+    from kbnn_apps.demo import DEFAULT_EPOCHS, DEFAULT_OUT_DIR
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -337,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kbnn", parents=[debug],
         description="Binary neural networks for Keras 3: convert to LCE, inspect, verify, "
                     "benchmark, and the digits demo.")
-    parser.add_argument("--version", action="version", version=f"kbnn {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("convert", parents=[debug],
@@ -437,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_CPP_MIN_LOG_LEVEL)  # before TF loads
     try:
         with _native_stderr_silenced(not debug):
             return args.func(args)

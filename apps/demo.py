@@ -20,13 +20,13 @@ dense (10) -> BN -> softmax. Binary channel counts are multiples of 32 (one bitp
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+# Module level: the standard library only (the `kbnn` command reads the defaults below while it
+# builds its parser, before anything heavy is imported).
 
 __all__ = ["DEFAULT_EPOCHS", "build_demo_model", "plot_history", "run_demo"]
 
@@ -83,6 +83,7 @@ def _require_demo_dependencies() -> None:
 def plot_history(history: dict[str, list[float]], path: str) -> None:
     """Loss and accuracy curves (train and validation) of a Keras `History.history` to PNG."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,7 +113,7 @@ def _report_markdown(r: dict[str, Any], op_counts: dict[str, int], bench_md: str
     ops = "\n".join(f"| {op} | {n} |" for op, n in
                     sorted(op_counts.items(), key=lambda kv: (-kv[1], kv[0])))
     profile = "\n".join(profile_lines)
-    from kbnn.bench import X86_NOTE
+    from kbnn_apps.bench import X86_NOTE
 
     return f"""# kbnn digits demo
 
@@ -196,12 +197,15 @@ def run_demo(
         raise ValueError(f"Invalid value for argument `epochs` of run_demo. Expected an integer "
                          f">= 1. Received epochs={epochs}.")
     _require_demo_dependencies()
-    import keras
+    import datetime
 
-    from kbnn.bench import bench, bench_table, float_tflite, float_twin, machine_info
+    import keras
+    import numpy as np
+
     from kbnn.converters import convert, run_flatbuffer, verify
     from kbnn.data import load_digits_split
     from kbnn.summary import profile
+    from kbnn_apps.bench import bench, bench_table, float_tflite, float_twin, machine_info
 
     say = log or (lambda _line: None)
     start = time.perf_counter()
