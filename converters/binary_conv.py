@@ -171,11 +171,11 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
     if spec.padding == "explicit" and spec.has_padding:
         u = x - threshold if form.has_threshold else x
         u = tf.pad(u, _pad_spec(spec.pad_amounts))  # 0 here is s = +1 after the sign
-        s = tf.where(u >= 0.0, 1.0, -1.0)
+        s = tf.where(u < 0.0, -1.0, 1.0)  # NaN -> +1, as LceQuantize
         conv_padding = "VALID"
         border = needs_border_map(form, spec.padding, spec.pad_values, target)
     else:
-        s = tf.where(x >= threshold, 1.0, -1.0)
+        s = tf.where(x < threshold, -1.0, 1.0)  # NaN -> +1, as LceQuantize
         conv_padding = "VALID"
         if spec.has_padding:
             if spec.pad_values == 0.0 and form.is_plain_sign and target == "arm":

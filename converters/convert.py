@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -154,7 +153,7 @@ def _message(err: BaseException, limit: int = 600) -> str:
 
 
 def _serving_function(model, overrides: dict, in_graphs: list) -> Callable:
-    """The endpoint traced into the SavedModel: the model called inside the export scope. BNs
+    """The function traced as the export graph: the model called inside the export scope. BNs
     folded in functional graphs are replaced by identities while the graph runs."""
     replaced = {id(bn) for bn in in_graphs}
 
@@ -170,39 +169,58 @@ def _serving_function(model, overrides: dict, in_graphs: list) -> Callable:
     return serve
 
 
-def _export(model, directory: str, overrides: dict, in_graphs: list) -> None:
-    """Write the SavedModel of the export graph (what `model.export` writes, with the model's
-    calls in export mode)."""
+def _batch_one(spec):
+    """An input spec with batch size 1 (LCE converts one-sample models)."""
+    shape = tuple(spec.shape)
+    shape = (1, *shape[1:]) if shape and shape[0] is None else shape
+    return tf.TensorSpec(shape, spec.dtype, name=getattr(spec, "name", None))
+
+
+def _trace(model, overrides: dict, in_graphs: list):
+    """The export graph as a frozen GraphDef with its input and output tensors, traced in
+    memory (no SavedModel is written: binary kernels are frozen once, as graph constants)."""
+    signature = tf.nest.map_structure(_batch_one, compat.input_signature(model))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            archive = keras.export.ExportArchive()
-            # The archive tracks the variables, not the model: saving a tracked model walks its
-            # properties, and Keras caches some of them on the model (`jit_compile`).
-            holder = tf.Module(name="kbnn_export_variables")
-            holder.model_variables = list(model.variables)
-            archive.track(holder)
-            archive.add_endpoint("serve", _serving_function(model, overrides, in_graphs),
-                                 compat.input_signature(model))
-            archive.write_out(directory, verbose=False)
+            function = tf.function(_serving_function(model, overrides, in_graphs),
+                                   input_signature=signature, autograph=False)
+            return compat.freeze_concrete_function(function.get_concrete_function())
     except Exception as err:  # a TF/Keras error while tracing the export graph
         original, where = compat.keras_call_error_origin(err)
         if isinstance(original, ConversionError):
             raise original.with_traceback(original.__traceback__) from None
         inside = f" in {where}" if where else ""
         raise ConversionError(
-            f"exporting the model to a SavedModel failed{inside}: "
+            f"tracing the export graph failed{inside}: "
             f"{type(original).__name__}: {_message(original)}",
             fix="check that every layer supports the TensorFlow backend and static shapes",
         ) from err
 
 
-def _lce_convert(directory: str, *, target: str, input_type, output_type) -> bytes:
-    from larq_compute_engine import convert_saved_model
+_FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel",
+                   "FakeQuantWithMinMaxArgs", "FakeQuantWithMinMaxArgsPerChannel")
 
+
+def _has_fake_quant(graph_def) -> bool:
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return any(node.op in _FAKE_QUANT_OPS for node in nodes)
+
+
+def _lce_convert(traced, *, target: str, input_type, output_type) -> bytes:
+    from larq_compute_engine.mlir.python.util import modify_integer_quantized_model_io_type
+
+    graph_def, inputs, outputs = traced
+    quantize = _has_fake_quant(graph_def)
     try:
-        return convert_saved_model(directory, inference_input_type=input_type,
-                                   inference_output_type=output_type, target=target)
+        flatbuffer = compat.lce_convert_graph(graph_def, inputs, outputs, quantize=quantize,
+                                              target=target)
+        if input_type != tf.float32 or output_type != tf.float32:
+            flatbuffer = modify_integer_quantized_model_io_type(
+                flatbuffer, inference_input_type=input_type, inference_output_type=output_type)
+        return flatbuffer
     except Exception as err:
         raise ConversionError(
             f"the LCE converter failed: {type(err).__name__}: {str(err).strip()[:500]}",
@@ -323,11 +341,11 @@ def convert(
                 raise plan.error()
     folded = fold_batch_norms(model, plans)
     overrides = export_overrides(model, plans, int8=int8, folded=folded)
-    with tempfile.TemporaryDirectory(prefix="kbnn_export_") as tmp:
-        directory = os.path.join(tmp, "saved_model")
-        _export(model, directory, overrides, folded.in_graphs)
-        flatbuffer = _lce_convert(directory, target=target, input_type=input_type,
-                                  output_type=output_type)
+    traced = _trace(model, overrides, folded.in_graphs)
+    del overrides  # the traced graph holds what they computed
+    flatbuffer = _lce_convert(traced, target=target, input_type=input_type,
+                              output_type=output_type)
+    del traced
     report = inspect(flatbuffer)
     notes = folded.warnings + _check_binary_ops(plans, report, strict)
     notes += _check_custom_ops(report, strict)

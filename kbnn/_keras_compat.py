@@ -17,12 +17,14 @@ import keras
 __all__ = [
     "call_functional",
     "flatten_layers",
+    "freeze_concrete_function",
     "functional_nodes",
     "input_signature",
     "is_functional",
     "keras_call_error_origin",
     "kernel_variable",
     "layer_input_shapes",
+    "lce_convert_graph",
     "model_input_structure",
     "recording_ops",
     "register_constraint_alias",
@@ -184,3 +186,41 @@ def recording_ops(callback: Callable[[list, Any, Any], None]) -> Iterator[None]:
         yield
     finally:
         op_callbacks.remove_op_callback(on_op)
+
+
+def freeze_concrete_function(function) -> tuple[Any, list, list]:
+    """``(graph_def, inputs, outputs)`` of a concrete function with its variables folded into
+    constants (`tensorflow.python.framework.convert_to_constants`, the freezing the TFLite
+    converters use): the graph LCE converts without writing a SavedModel."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(function, lower_control_flow=False)
+    inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
+    return frozen.graph.as_graph_def(), inputs, list(frozen.outputs)
+
+
+def lce_convert_graph(graph_def, inputs: list, outputs: list, *, quantize: bool,
+                      target: str) -> bytes:
+    """LCE's converter on a frozen GraphDef (`larq_compute_engine.mlir._tf_tfl_flatbuffer`,
+    what `larq_compute_engine.convert_keras_model` falls back to). `inputs` must have static
+    shapes; `quantize` lowers fake-quant ops to int8."""
+    from larq_compute_engine.mlir._tf_tfl_flatbuffer import convert_graphdef_to_tflite_flatbuffer
+    from tensorflow.core.framework.types_pb2 import DataType
+
+    def name(tensor) -> str:
+        op, index = tensor.name.rsplit(":", 1)
+        return op if index == "0" else tensor.name
+
+    return convert_graphdef_to_tflite_flatbuffer(
+        graph_def.SerializeToString(),
+        [name(t) for t in inputs],
+        [DataType.Name(t.dtype.as_datatype_enum) for t in inputs],
+        [t.shape.as_list() for t in inputs],
+        [name(t) for t in outputs],
+        bool(quantize),
+        target,
+        None,
+    )

@@ -154,3 +154,19 @@ def test_recording_ops_reports_open_layer_calls():
     count = len(seen)
     tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((1, 4)))
     assert len(seen) == count
+
+
+def test_freeze_and_lce_convert_graph_give_a_running_flatbuffer():
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+    function = tf.function(lambda x: dense(x), input_signature=[tf.TensorSpec((1, 4))])
+    graph_def, inputs, outputs = compat.freeze_concrete_function(function.get_concrete_function())
+    assert not [n for n in graph_def.node if n.op in ("VarHandleOp", "ReadVariableOp")], VERSION
+    assert [tuple(t.shape) for t in inputs] == [(1, 4)] and len(outputs) == 1, VERSION
+    flatbuffer = compat.lce_convert_graph(graph_def, inputs, outputs, quantize=False,
+                                          target="arm")
+    x = np.random.default_rng(0).normal(size=(1, 4)).astype("float32")
+    expected = x @ np.asarray(dense.kernel) + np.asarray(dense.bias)
+    np.testing.assert_allclose(Interpreter(flatbuffer).predict(x), expected, rtol=1e-5)

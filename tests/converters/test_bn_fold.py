@@ -89,6 +89,9 @@ class _AdaBinBlockWithoutBN(AdaBinBlock):
         shortcut = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
         return self.maxout(self.conv(inputs) + shortcut)
 
+    def batch_norm_pairs(self):
+        return []  # no BN follows the conv here
+
 
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("pad_values", [0.0, 1.0])
@@ -111,10 +114,14 @@ def test_bn_whose_input_has_two_consumers_is_not_folded():
     seeded()
     inp = keras.Input(SHAPE)
     y = _adabin_conv(1, 0.0)(inp)
-    two = _prepare(keras.Model(inp, keras.layers.Add()([keras.layers.BatchNormalization()(y), y])))
+    bn = keras.layers.BatchNormalization(name="bn_two")
+    two = _prepare(keras.Model(inp, keras.layers.Add(name="add")([bn(y), y])))
     # The same graph where the Add takes the conv output twice (no BN) gives the reference ops.
     plain = keras.Model(inp, keras.layers.Add()([y, y]))
-    fb_two, fb_plain = convert(two), convert(plain)
+    with pytest.warns(UserWarning, match=r"bn_two: the BatchNormalization after conv is not "
+                                         r"folded.*output of conv also feeds add"):
+        fb_two = convert(two)
+    fb_plain = convert(plain)
     assert bconv_count(fb_two) == 1
     extra = sorted(op_names(fb_two))
     for op in op_names(fb_plain):
@@ -128,8 +135,9 @@ def test_bn_on_a_model_output_conv_is_not_folded():
     seeded()
     inp = keras.Input(SHAPE)
     y = _adabin_conv(1, 1.0)(inp)
-    model = _prepare(keras.Model(inp, [y, keras.layers.BatchNormalization()(y)]))
-    flatbuffer = convert(model)
+    model = _prepare(keras.Model(inp, [y, keras.layers.BatchNormalization(name="bn_out")(y)]))
+    with pytest.warns(UserWarning, match=r"bn_out: .*not folded.*also a model output"):
+        flatbuffer = convert(model)
     assert bconv_count(flatbuffer) == 1
     x = random_inputs(SHAPE, n=4)
     from larq_compute_engine.tflite.python.interpreter import Interpreter
@@ -160,8 +168,9 @@ def test_bn_on_another_axis_is_not_folded():
     seeded()
     inp = keras.Input(SHAPE)
     y = _adabin_conv(1, 1.0)(inp)
-    model = _prepare(keras.Model(inp, keras.layers.BatchNormalization(axis=1)(y)))
-    flatbuffer = convert(model)
+    model = _prepare(keras.Model(inp, keras.layers.BatchNormalization(axis=1, name="bn_h")(y)))
+    with pytest.warns(UserWarning, match=r"bn_h: .*not folded.*normalises axis 1"):
+        flatbuffer = convert(model)
     assert bconv_count(flatbuffer) == 1
     _assert_verifies(model, flatbuffer)
 
@@ -179,3 +188,40 @@ def test_export_mode_leaves_no_hook_on_the_bn():
     expected = gamma * (x - mean) / np.sqrt(var + bn.epsilon) + beta
     np.testing.assert_allclose(np.asarray(bn(x, training=False)), expected, rtol=1e-5, atol=1e-5)
     assert "call" not in vars(bn)
+
+
+class _OpaqueBlock(keras.layers.Layer):
+    """A custom block that applies a BN after an AdaBin conv without declaring the pair."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = _adabin_conv(1, 0.0, name="inner_conv")
+        self.bn = keras.layers.BatchNormalization(name="inner_bn")
+
+    def call(self, inputs, training=None):
+        return self.bn(self.conv(inputs), training=training)
+
+
+def test_bn_in_an_undeclared_block_is_not_folded_and_warns():
+    seeded()
+    inp = keras.Input(SHAPE)
+    model = _prepare(keras.Model(inp, _OpaqueBlock(name="opaque")(inp)))
+    with pytest.warns(UserWarning, match=r"inner_conv: .*cannot see what follows it inside "
+                                         r"opaque .*batch_norm_pairs"):
+        flatbuffer = convert(model)
+    assert bconv_count(flatbuffer) == 1
+    assert "MUL" in op_names(flatbuffer)  # the BN stayed float
+    _assert_verifies(model, flatbuffer)
+
+
+def test_bn_after_a_shared_layer_is_not_folded_and_warns():
+    seeded()
+    inp = keras.Input(SHAPE)
+    conv = _adabin_conv(1, 1.0, name="shared")
+    y = keras.layers.BatchNormalization(name="bn_shared")(conv(inp))
+    other = conv(keras.layers.Activation("tanh")(inp))  # a second call on another tensor
+    model = _prepare(keras.Model(inp, keras.layers.Add()([y, other])))
+    with pytest.warns(UserWarning, match=r"bn_shared: .*not folded.*shared is called 2 times"):
+        flatbuffer = convert(model)
+    assert bconv_count(flatbuffer) == 2
+    _assert_verifies(model, flatbuffer)
