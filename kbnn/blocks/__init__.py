@@ -2,7 +2,9 @@
 
 Each block is a Keras layer (channels-last) that creates its sub-layers in `build()`, saves to
 `.keras`, lists its binary convolutions in `binary_layers` and converts to one LCE `LceBconv2d`
-per binary convolution. See docs/methods.md.
+per binary convolution. Each takes its quantizers as `input_quantizer` and `kernel_quantizer`
+(the method's own by default; None for a float block) and declares in `batch_norm_pairs()` the
+BatchNormalizations that the converter may fold into a binary convolution. See docs/methods.md.
 """
 
 from kbnn.blocks.adabin import AdaBinBlock

@@ -3,20 +3,25 @@ convolution and batch-norm factories (the shortcut is in `shortcut.py`)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 
 import keras
 
+from kbnn import quantizers as kq
+from kbnn.export_mode import call_layer
 from kbnn.layers.conv import QuantConv2D
 
 __all__ = [
     "BinaryBlock",
+    "QuantizerSpec",
     "batch_norm",
     "binary_conv",
     "build_chain",
     "check_pad_values",
     "check_positive_int",
+    "check_quantizer",
     "check_strides",
     "downsampled",
 ]
@@ -65,6 +70,98 @@ def check_pad_values(owner: str, pad_values) -> float:
             f"Received pad_values={pad_values!r}."
         )
     return value
+
+
+class QuantizerSpec:
+    """A block's quantizer argument, resolved once: the quantizer class and its serialised
+    config (`kbnn.quantizers.serialize` without "build_config" and without the instance name),
+    or nothing (None: a float convolution).
+
+    `new()` builds a fresh quantizer from it for each convolution, so two convolutions never
+    share a quantizer layer (or its variables). A plain Python object, not a Keras layer, so the
+    block does not track an unbuilt prototype quantizer.
+    """
+
+    def __init__(self, quantizer: kq.Quantizer | None):
+        self.cls = None if quantizer is None else type(quantizer)
+        self._serialized = None
+        if quantizer is not None:
+            serialized = kq.serialize(quantizer)
+            serialized.pop("build_config", None)
+            # each convolution's copy gets its own (automatic) layer name
+            serialized.get("config", {}).pop("name", None)
+            self._serialized = serialized
+
+    @property
+    def is_float(self) -> bool:
+        return self.cls is None
+
+    def new(self, name: str | None = None) -> kq.Quantizer | None:
+        """A fresh quantizer instance (``type(q).from_config(q.get_config())``), or None.
+        Without `name` it gets Keras' automatic name, as ``kbnn.quantizers.get(alias)``
+        gives."""
+        if self.cls is None:
+            return None
+        config = copy.deepcopy(self._serialized["config"])
+        if name is not None:
+            config["name"] = name
+        return self.cls.from_config(config)
+
+    def serialize(self) -> dict | None:
+        """What the block's `get_config` stores (a dict `kbnn.quantizers.get` accepts)."""
+        return copy.deepcopy(self._serialized)
+
+    def config(self) -> dict:
+        """The quantizer's constructor config (without its name); {} for None."""
+        return {} if self._serialized is None else copy.deepcopy(self._serialized["config"])
+
+
+_PROTOTYPE = "kbnn_block_quantizer_prototype"
+
+
+def _named(value):
+    """`value` such that resolving it gives the prototype an explicit name: the prototype and
+    the check copy then leave Keras' automatic layer names alone, so each convolution's
+    quantizer is named as ``kbnn.quantizers.get(alias)`` would name it."""
+    if isinstance(value, str) and value in kq.known_aliases():
+        return {"class_name": value, "config": {"name": _PROTOTYPE}}
+    if isinstance(value, dict) and isinstance(value.get("config", {}), dict):
+        return {**value, "config": {**value.get("config", {}), "name": _PROTOTYPE}}
+    if isinstance(value, type) and issubclass(value, kq.Quantizer):
+        return value(name=_PROTOTYPE)
+    return value
+
+
+def check_quantizer(owner: str, argument: str, value) -> QuantizerSpec:
+    """Resolve a block's quantizer argument (anything `kbnn.quantizers.get` accepts: an alias
+    string, a config dict, a `Quantizer` instance or subclass, or None) once, else a
+    Keras-style ValueError naming `owner` and `argument`."""
+    try:
+        quantizer = kq.get(_named(value), argument=argument, owner=owner)
+    except (TypeError, ValueError) as first:
+        failure: Exception = first
+        try:  # the registry's reason, for the argument as given
+            kq.get(value, argument=argument, owner=owner)
+        except (TypeError, ValueError) as original:
+            failure = original
+        reason = str(failure).split(f"`{argument}` of {owner}", 1)[-1].lstrip(":. ")
+        reason = "" if reason.startswith("Expected") else f"; {reason.rstrip('.')}"
+        raise ValueError(
+            f"Invalid value for argument `{argument}` of {owner}. Expected a quantizer alias "
+            f"string, a quantizer config dict, a kbnn.quantizers.Quantizer instance, or None "
+            f"(a float convolution){reason}. Received {argument}={value!r}."
+        ) from None
+    try:
+        spec = QuantizerSpec(quantizer)
+        spec.new(name=_PROTOTYPE)  # the copy each convolution gets must be constructible
+    except Exception as err:  # noqa: BLE001 (any failure of a user quantizer's config)
+        raise ValueError(
+            f"Invalid value for argument `{argument}` of {owner}. Expected a quantizer that "
+            f"can be rebuilt from its config (`type(q).from_config(q.get_config())`), since "
+            f"each convolution of the block gets its own copy [{type(err).__name__}: {err}]. "
+            f"Received {argument}={value!r}."
+        ) from None
+    return spec
 
 
 def batch_norm(name: str) -> keras.layers.BatchNormalization:
@@ -123,7 +220,24 @@ class BinaryBlock(keras.layers.Layer):
     Sub-classes create their sub-layers in `build()` (the layout depends on the number of input
     channels) and list them in `_sublayers()`. `binary_layers` lists the binary convolutions
     (binarized input and kernel), each of which converts to one LCE `LceBconv2d`.
+
+    Every block takes its quantizers as `input_quantizer` and `kernel_quantizer` (anything
+    `kbnn.quantizers.get` accepts; None leaves that side of every convolution float). The
+    block resolves each argument once (`check_quantizer`) and gives each of its convolutions a
+    fresh copy (`QuantizerSpec.new`), so no two convolutions share a quantizer layer.
+
+    `batch_norm_pairs()` declares, by structure, each (binary conv, BatchNormalization) pair
+    whose BN reads that conv's output directly and alone; the block applies exactly those BNs
+    through `kbnn.export_mode.call_layer`, so the converter can fold them into the conv's
+    export.
     """
+
+    def _init_quantizers(self, input_quantizer, kernel_quantizer) -> None:
+        """Resolve and check the two quantizer arguments (Keras-style errors)."""
+        owner = type(self).__name__
+        self._input_quantizer_spec = check_quantizer(owner, "input_quantizer", input_quantizer)
+        self._kernel_quantizer_spec = check_quantizer(owner, "kernel_quantizer",
+                                                      kernel_quantizer)
 
     def _sublayers(self) -> list:
         raise NotImplementedError
@@ -133,6 +247,38 @@ class BinaryBlock(keras.layers.Layer):
         """The block's binary `QuantConv2D` layers, in call order."""
         return [layer for layer in self._sublayers()
                 if isinstance(layer, QuantConv2D) and layer.is_binary]
+
+    def _conv_batch_norms(self) -> list[tuple]:
+        """Every (conv, BN) pair of the block's structure in which the BN is applied directly
+        to the conv's output and nothing else reads that output, binary or not (a sub-class
+        hook; the default is none)."""
+        return []
+
+    def batch_norm_pairs(self) -> list[tuple[keras.layers.Layer, keras.layers.BatchNormalization]]:
+        """The (binary conv, BatchNormalization) pairs of the block, in call order: each BN is
+        applied directly to its conv's output, and nothing else reads that output, so the
+        converter may fold the BN into the conv's export. Pairs whose conv is not binary (a
+        float twin, a real-weight first training step) are not listed. Needs a built block.
+        """
+        if not self.built:
+            raise ValueError(
+                f"Block {self.name!r} ({type(self).__name__}) is not built: batch_norm_pairs() "
+                "needs its sub-layers. Call the block on data (or build it) first.")
+        return [(conv, bn) for conv, bn in self._conv_batch_norms()
+                if isinstance(conv, QuantConv2D) and conv.is_binary]
+
+    def _conv_bn(self, conv, bn, inputs, training=None):
+        """``bn(conv(inputs))``; the BN goes through `call_layer` when the pair is one of
+        `batch_norm_pairs()` (a binary conv), so the converter's export scope can replace it."""
+        outputs = conv(inputs)
+        if isinstance(conv, QuantConv2D) and conv.is_binary:
+            return call_layer(bn, outputs, training=training)
+        return bn(outputs, training=training)
+
+    def _quantizer_config(self) -> dict:
+        """The `input_quantizer` and `kernel_quantizer` entries of `get_config`."""
+        return {"input_quantizer": self._input_quantizer_spec.serialize(),
+                "kernel_quantizer": self._kernel_quantizer_spec.serialize()}
 
     def _output_channels(self, input_channels: int) -> int:
         raise NotImplementedError

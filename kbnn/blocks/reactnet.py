@@ -8,6 +8,7 @@ from keras import ops
 from kbnn import layers as kl
 from kbnn.blocks._common import (
     BinaryBlock,
+    QuantizerSpec,
     batch_norm,
     binary_conv,
     build_chain,
@@ -15,6 +16,7 @@ from kbnn.blocks._common import (
     check_positive_int,
     check_strides,
 )
+from kbnn.quantizers import RSign
 
 __all__ = ["ReActNetBlock"]
 
@@ -22,8 +24,9 @@ __all__ = ["ReActNetBlock"]
 @keras.saving.register_keras_serializable(package="kbnn")
 class ReActNetBlock(BinaryBlock):
     """ReActNet-A block (Liu, Shen, Savvides, Cheng, "ReActNet: Towards Precise Binary Neural
-    Network with Generalized Activation Functions", arXiv 2003.03488; METHODS.md §1.4, after
-    the official `mobilenet/2_step2/reactnet.py::BasicBlock`). With C = input channels:
+    Network with Generalized Activation Functions", arXiv 2003.03488; see docs/methods.md,
+    section 'ReActNet'; after the official `mobilenet/2_step2/reactnet.py::BasicBlock`). With
+    C = input channels:
 
         out1 = RPReLU_1( BN(BinConv3x3_s(C->C)(RSign(x))) + (AvgPool2x2(x) if s == 2 else x) )
         t    = RSign(out1)
@@ -31,16 +34,31 @@ class ReActNetBlock(BinaryBlock):
         out  = RPReLU_2( concat(BN_a(BinConv1x1_a(C->C)(t)) + out1,
                                 BN_b(BinConv1x1_b(C->C)(t)) + out1) )      # out_channels == 2C
 
-    Binary convolutions: `RSign` inputs ("rsign": learnable per-channel threshold, ApproxSign
-    gradient), `ScaledSign` kernels ("scaled_sign": sign times the per-output-channel mean |W|,
-    scale without gradient, clipped STE), no bias, each followed by its own BN. Every binary
-    conv has a parameter-free real shortcut; the channel-doubling form duplicates it.
+    Binary convolutions: by default `RSign` inputs ("rsign": learnable per-channel threshold,
+    ApproxSign gradient), `ScaledSign` kernels ("scaled_sign": sign times the
+    per-output-channel mean |W|, scale without gradient, clipped STE), no bias, each followed by
+    its own BN. Every binary conv has a parameter-free real shortcut; the channel-doubling form
+    duplicates it. `batch_norm_pairs()` lists each binary conv with its BN.
 
     In the channel-doubling form the two 1x1 convolutions read the same binarized tensor, as in
-    the official code (one `move21` bias, then one sign). That shared RSign is written as its
-    exact equivalent `LearnableBias(b)` followed by ApproxSign inputs on both convolutions
-    (threshold = -b; same forward and the same gradients to x and to b), so that each
-    `QuantConv2D` stays a binary layer of its own and converts to one `LceBconv2d`.
+    the official code (one `move21` bias, then one sign). With the default "rsign" that shared
+    RSign is written as its exact equivalent `LearnableBias(b)` followed by ApproxSign inputs
+    on both convolutions (threshold = -b; same forward and the same gradients to x and to b),
+    so that each `QuantConv2D` stays a binary layer of its own and converts to one `LceBconv2d`.
+
+    Other quantizers: `input_quantizer` and `kernel_quantizer` apply to every convolution (each
+    gets its own copy). In the channel-doubling form:
+
+    * an `RSign` input quantizer (with its default arguments) gives the LearnableBias +
+      ApproxSign form above; an `RSign` with another initializer, a regularizer or
+      ``trainable=False`` has no such equivalent and raises a ValueError at build;
+    * any other input quantizer is used directly on both 1x1 convolutions, without a
+      LearnableBias: for a quantizer without parameters ("ste_sign", "approx_sign",
+      "ede_sign", ...) that is exactly one shared sign; a quantizer with parameters gets one
+      independent copy per convolution;
+    * ``input_quantizer=None`` (a float block, e.g. a float twin) keeps the LearnableBias, the
+      official `move21` without its sign, so the float block has the same weights as the
+      default one minus the RSign thresholds.
 
     Latent kernels use Keras' default init (glorot uniform): the official rand * 0.001 init
     only works with its two-step recipe, whose step 2 starts from step-1 weights.
@@ -50,18 +68,47 @@ class ReActNetBlock(BinaryBlock):
         strides: 1 or 2 (stride of the 3x3 convolution; the shortcut then average-pools 2x2).
         pad_values: SAME padding of the 3x3 convolution's binarized input: 0.0 pads with zeros
             (the official code), 1.0 pads with +1 (LCE's native "same-one").
+        input_quantizer: quantizer of every convolution's input (alias, config dict,
+            `Quantizer` instance, or None for float inputs); default "rsign".
+        kernel_quantizer: quantizer of every convolution's kernel (same forms); default
+            "scaled_sign". ``kernel_quantizer=None`` with a binary input is ReActNet's first
+            training step (binary activations, real weights).
     """
 
-    def __init__(self, out_channels: int, strides: int = 1, pad_values: float = 0.0, **kwargs):
+    def __init__(self, out_channels: int, strides: int = 1, pad_values: float = 0.0,
+                 input_quantizer="rsign", kernel_quantizer="scaled_sign", **kwargs):
         super().__init__(**kwargs)
         self.out_channels = check_positive_int("ReActNetBlock", "out_channels", out_channels)
         self.strides = check_strides("ReActNetBlock", strides)
         self.pad_values = check_pad_values("ReActNetBlock", pad_values)
+        self._init_quantizers(input_quantizer, kernel_quantizer)
 
     @property
     def doubles_channels(self) -> bool:
         """True for the channel-doubling form (out_channels == 2 * input channels)."""
         return self.built and self.out_channels != self._in_channels
+
+    def _shared_sign_quantizer(self):
+        """(use a LearnableBias, input quantizer argument of both 1x1 convs) for the
+        channel-doubling form."""
+        spec = self._input_quantizer_spec
+        if spec.is_float:
+            return True, None
+        if spec.cls is not RSign:
+            return False, None
+        default = QuantizerSpec(RSign(name="default_rsign")).config()
+        given = spec.config()
+        if {k: v for k, v in given.items() if k != "dtype"} != {
+                k: v for k, v in default.items() if k != "dtype"}:
+            raise ValueError(
+                f"Invalid value for argument `input_quantizer` of ReActNetBlock {self.name!r}. "
+                "Expected, in the channel-doubling form (out_channels == 2 * input channels), "
+                "an RSign with its default arguments (zero threshold init, no regularizer, "
+                "trainable): its shared sign is written as LearnableBias + ApproxSign, which "
+                "has no equivalent for other RSign arguments; use another input quantizer or "
+                f"the same-width form. Received input_quantizer={spec.serialize()!r}."
+            )
+        return True, "approx_sign"
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -74,7 +121,8 @@ class ReActNetBlock(BinaryBlock):
             )
         self._in_channels = int(channels)
         name = self.name
-        self.conv3x3 = binary_conv(channels, 3, self.strides, "rsign", "scaled_sign",
+        inputs, kernels = self._input_quantizer_spec, self._kernel_quantizer_spec
+        self.conv3x3 = binary_conv(channels, 3, self.strides, inputs.new(), kernels.new(),
                                    self.pad_values, name=f"{name}_conv3x3")
         self.bn3x3 = batch_norm(f"{name}_bn3x3")
         self.pool = (keras.layers.AveragePooling2D(2, strides=2, padding="same",
@@ -83,13 +131,16 @@ class ReActNetBlock(BinaryBlock):
         self.rprelu1 = kl.RPReLU(name=f"{name}_rprelu1")
         if self.out_channels == channels:
             self.move = None
-            self.convs1x1 = [binary_conv(channels, 1, 1, "rsign", "scaled_sign", 0.0,
+            self.convs1x1 = [binary_conv(channels, 1, 1, inputs.new(), kernels.new(), 0.0,
                                          name=f"{name}_conv1x1")]
             self.bns1x1 = [batch_norm(f"{name}_bn1x1")]
         else:
-            self.move = kl.LearnableBias(name=f"{name}_move")
-            self.convs1x1 = [binary_conv(channels, 1, 1, "approx_sign", "scaled_sign", 0.0,
-                                         name=f"{name}_conv1x1_{part}") for part in "ab"]
+            use_bias, shared_input = self._shared_sign_quantizer()
+            self.move = kl.LearnableBias(name=f"{name}_move") if use_bias else None
+            self.convs1x1 = [
+                binary_conv(channels, 1, 1, shared_input if use_bias else inputs.new(),
+                            kernels.new(), 0.0, name=f"{name}_conv1x1_{part}")
+                for part in "ab"]
             self.bns1x1 = [batch_norm(f"{name}_bn1x1_{part}") for part in "ab"]
         self.rprelu2 = kl.RPReLU(name=f"{name}_rprelu2")
 
@@ -104,19 +155,23 @@ class ReActNetBlock(BinaryBlock):
         return [self.conv3x3, self.bn3x3, self.pool, self.rprelu1, self.move,
                 *self.convs1x1, *self.bns1x1, self.rprelu2]
 
+    def _conv_batch_norms(self) -> list[tuple]:
+        return [(self.conv3x3, self.bn3x3), *zip(self.convs1x1, self.bns1x1)]
+
     def _output_channels(self, input_channels: int) -> int:
         return self.out_channels
 
     def call(self, inputs, training=None):
         shortcut = inputs if self.pool is None else self.pool(inputs)
-        out1 = self.bn3x3(self.conv3x3(inputs), training=training) + shortcut
+        out1 = self._conv_bn(self.conv3x3, self.bn3x3, inputs, training) + shortcut
         out1 = self.rprelu1(out1)
         t = out1 if self.move is None else self.move(out1)
-        branches = [bn(conv(t), training=training) + out1
+        branches = [self._conv_bn(conv, bn, t, training) + out1
                     for conv, bn in zip(self.convs1x1, self.bns1x1)]
         out2 = branches[0] if len(branches) == 1 else ops.concatenate(branches, axis=-1)
         return self.rprelu2(out2)
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels,
-                "strides": self.strides, "pad_values": self.pad_values}
+                "strides": self.strides, "pad_values": self.pad_values,
+                **self._quantizer_config()}

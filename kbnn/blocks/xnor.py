@@ -34,12 +34,13 @@ def _kernel_size(value) -> tuple[int, int]:
 @keras.saving.register_keras_serializable(package="kbnn")
 class XnorBlock(BinaryBlock):
     """XNOR-Net block (Rastegari, Ordonez, Redmon, Farhadi, "XNOR-Net: ImageNet Classification
-    Using Binary Convolutional Neural Networks", arXiv 1603.05279; METHODS.md §9.1):
+    Using Binary Convolutional Neural Networks", arXiv 1603.05279; see docs/methods.md,
+    section 'XNOR-Net'):
 
         out = BinConv_kxk,s( sign( BN(x) ) )              (activation_scale=False)
         out = BinConv_kxk,s( sign( BN(x) ) ) * K          (activation_scale=True)
 
-    the official block order BN -> BinActiv -> BinConv. The sign is "ste_sign" (forward
+    the official block order BN -> BinActiv -> BinConv. By default the sign is "ste_sign" (forward
     sign(0) = +1, gradient 1[|x| <= 1]); the kernel is `XnorWeight` ("xnor_weight": alpha_o *
     sign(W), alpha_o = mean|W_o| per output filter, gradient (1/n + alpha_o 1[|W| < 1])). The
     latent kernel is clipped to [-1, 1] after each update (`WeightClip(1)`), as the official code
@@ -56,6 +57,10 @@ class XnorBlock(BinaryBlock):
     False. K is a float computation (a 1-channel box-filter conv): it is not a binary op, and the
     published FLOP counts (and `kbnn.profile`) do not include it.
 
+    Other quantizers (`input_quantizer`, `kernel_quantizer`) keep the block's layout and its
+    `WeightClip(1)` kernel constraint. The BN precedes the conv, so `batch_norm_pairs()` is
+    empty: nothing for the converter to fold into the conv.
+
     Args:
         filters: output channels.
         kernel_size: int or (kh, kw), default 3.
@@ -63,22 +68,28 @@ class XnorBlock(BinaryBlock):
         activation_scale: multiply by K (paper) or not (official code, default).
         pad_values: SAME padding of the binarized input: 0.0 pads with zeros, 1.0 pads with +1
             (LCE's native "same-one").
+        input_quantizer: quantizer of the convolution's input (alias, config dict, `Quantizer`
+            instance, or None for a float input); default "ste_sign".
+        kernel_quantizer: quantizer of its kernel (same forms); default "xnor_weight".
     """
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int] = 3, strides: int = 1,
-                 activation_scale: bool = False, pad_values: float = 0.0, **kwargs):
+                 activation_scale: bool = False, pad_values: float = 0.0,
+                 input_quantizer="ste_sign", kernel_quantizer="xnor_weight", **kwargs):
         super().__init__(**kwargs)
         self.filters = check_positive_int("XnorBlock", "filters", filters)
         self.kernel_size = _kernel_size(kernel_size)
         self.strides = check_strides("XnorBlock", strides)
         self.activation_scale = check_bool("XnorBlock", "activation_scale", activation_scale)
         self.pad_values = check_pad_values("XnorBlock", pad_values)
+        self._init_quantizers(input_quantizer, kernel_quantizer)
 
     def build(self, input_shape):
         self.bn = batch_norm(f"{self.name}_bn")
-        self.conv = binary_conv(self.filters, self.kernel_size, self.strides, "ste_sign",
-                                "xnor_weight", self.pad_values, name=f"{self.name}_conv",
-                                kernel_constraint=WeightClip(1.0))
+        self.conv = binary_conv(self.filters, self.kernel_size, self.strides,
+                                self._input_quantizer_spec.new(),
+                                self._kernel_quantizer_spec.new(), self.pad_values,
+                                name=f"{self.name}_conv", kernel_constraint=WeightClip(1.0))
         build_chain([self.bn, self.conv], input_shape)
 
     def _sublayers(self) -> list:
@@ -97,4 +108,5 @@ class XnorBlock(BinaryBlock):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": self.kernel_size, "strides": self.strides,
-                "activation_scale": self.activation_scale, "pad_values": self.pad_values}
+                "activation_scale": self.activation_scale, "pad_values": self.pad_values,
+                **self._quantizer_config()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kbnn._keras_compat import flatten_layers
 from kbnn.data import load_digits_split
 from kbnn.layers import QuantConv2D
 
@@ -58,7 +59,7 @@ def _is_one_bit(quantizer) -> bool:
 
 def binary_convs(model: keras.Model) -> list:
     """Every QuantConv2D in the model (walked recursively) whose input and kernel are 1-bit."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in flatten_layers(model, include_self=False, recursive=True)
             if isinstance(layer, QuantConv2D)
             and _is_one_bit(layer.input_quantizer) and _is_one_bit(layer.kernel_quantizer)]
 
@@ -190,7 +191,7 @@ def randomize(model: keras.Model, seed: int = 3) -> None:
     non-default value (BN variances stay positive, AdaBin alpha > 0), so a reference check
     exercises each of them."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flatten_layers(model, include_self=False, recursive=True):
         for var in layer.weights:
             name = var.path.split("/")[-1]
             shape = tuple(var.shape)
