@@ -12,6 +12,7 @@ import keras
 from kbnn import quantizers as kq
 from kbnn.export_mode import call_layer
 from kbnn.layers.conv import QuantConv2D
+from kbnn.layers.normalization import FusedBatchNormalization
 
 __all__ = [
     "BinaryBlock",
@@ -165,8 +166,9 @@ def check_quantizer(owner: str, argument: str, value) -> QuantizerSpec:
 
 
 def batch_norm(name: str) -> keras.layers.BatchNormalization:
-    """Batch norm with PyTorch's defaults (momentum 0.1 = Keras 0.9, epsilon 1e-5)."""
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    """Batch norm with PyTorch's defaults (momentum 0.1 = Keras 0.9, epsilon 1e-5), on the fused
+    training kernel (`kbnn.layers.FusedBatchNormalization`: same maths and inference graph)."""
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def binary_conv(

@@ -15,10 +15,12 @@ from kbnn.layers.export import (
     register_export_form,
     registered_export_forms,
 )
+from kbnn.layers.normalization import FusedBatchNormalization
 
 __all__ = [
     "BinaryConvForm",
     "ExportRefusal",
+    "FusedBatchNormalization",
     "LearnableBias",
     "Maxout",
     "QuantConv1D",
