@@ -5,13 +5,14 @@ Sub-packages: `kbnn.quantizers`, `kbnn.layers`, `kbnn.constraints`, `kbnn.blocks
 parameters by precision, binary and float MACs.
 """
 
-from kbnn import blocks, constraints, layers, quantizers, training
+from kbnn import activations, blocks, constraints, layers, metrics, optimizers, quantizers, training
 from kbnn.summary import ModelProfile, profile, summary
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "blocks", "constraints", "layers", "quantizers", "training"]
 __all__ += ["ModelProfile", "profile", "summary"]
+__all__ += ["activations", "metrics", "optimizers"]
 
 
 def __getattr__(name: str):

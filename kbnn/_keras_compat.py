@@ -26,7 +26,10 @@ __all__ = [
     "layer_input_shapes",
     "lce_convert_graph",
     "model_input_structure",
+    "optimizer_variable_index",
+    "optimizer_variable_key",
     "recording_ops",
+    "register_activation_alias",
     "register_constraint_alias",
 ]
 
@@ -224,3 +227,25 @@ def lce_convert_graph(graph_def, inputs: list, outputs: list, *, quantize: bool,
         target,
         None,
     )
+
+
+def register_activation_alias(name: str, fn) -> None:
+    """Make ``activation=name`` resolve to `fn`: `keras.activations.get` looks strings up only
+    in its module table (`keras.src.activations.ALL_OBJECTS_DICT`). A name Keras already has
+    keeps Keras' function."""
+    from keras.src import activations as keras_activations
+
+    keras_activations.ALL_OBJECTS_DICT.setdefault(name, fn)
+
+
+def optimizer_variable_key(optimizer, variable) -> Any:
+    """The key a Keras optimizer identifies a model variable by (`BaseOptimizer._var_key`): the
+    same for a `keras.Variable`, its backend variable and, under `tf.distribute`, every
+    replica's component."""
+    return optimizer._var_key(variable)
+
+
+def optimizer_variable_index(optimizer, variable) -> int:
+    """The position of `variable` in the list a built optimizer was built with
+    (`BaseOptimizer._get_variable_index`, the seam Keras' own optimizers use to find a slot)."""
+    return optimizer._get_variable_index(variable)

@@ -170,3 +170,35 @@ def test_freeze_and_lce_convert_graph_give_a_running_flatbuffer():
     x = np.random.default_rng(0).normal(size=(1, 4)).astype("float32")
     expected = x @ np.asarray(dense.kernel) + np.asarray(dense.bias)
     np.testing.assert_allclose(Interpreter(flatbuffer).predict(x), expected, rtol=1e-5)
+
+
+# ------------------------------------------------------- optimizer slots and activation names
+
+
+def test_register_activation_alias_adds_a_name_keras_resolves():
+    from keras.src import activations as keras_activations
+
+    def identity(x):
+        return x
+
+    try:
+        compat.register_activation_alias("kbnn_test_identity", identity)
+        assert keras.activations.get("kbnn_test_identity") is identity, VERSION
+        compat.register_activation_alias("relu", identity)  # a Keras name keeps Keras' function
+        assert keras.activations.get("relu") is keras.activations.relu, VERSION
+    finally:
+        keras_activations.ALL_OBJECTS_DICT.pop("kbnn_test_identity", None)
+
+
+def test_optimizer_variable_key_and_index():
+    variables = [keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(3, "float32"))]
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(variables)
+    assert [compat.optimizer_variable_index(optimizer, v) for v in variables] == [0, 1], VERSION
+    # update_step receives the backend variable: it has the same key and index.
+    backend_variable = variables[1].value
+    assert (compat.optimizer_variable_key(optimizer, backend_variable)
+            == compat.optimizer_variable_key(optimizer, variables[1])), VERSION
+    assert compat.optimizer_variable_index(optimizer, backend_variable) == 1, VERSION
+    assert (compat.optimizer_variable_key(optimizer, variables[0])
+            != compat.optimizer_variable_key(optimizer, variables[1])), VERSION
