@@ -7,7 +7,7 @@ removed (`kbnn_apps.bench.float_twin`), converted with `tf.lite.TFLiteConverter`
 stock interpreter (XNNPACK float kernels).
 
 LCE ships optimised binary kernels only for aarch64/arm32; on x86 it runs portable C++ kernels,
-so these x86 numbers do not show what a binary model gains on an ARM device (LCE.md section 2).
+so these x86 numbers do not show what a binary model gains on an ARM device (see docs/lce.md, "Speed on x86").
 
     python benchmarks/bench_latency.py [--runs R]
 """

@@ -16,7 +16,7 @@ Thresholds, AdaBin's alpha/beta and the BN statistics get non-trivial random val
 The ratio columns are this min (median) / the plain binary conv's (> 1: slower).
 
 LCE ships optimised binary kernels only for aarch64/arm32; on x86 it runs portable C++ kernels,
-so these x86 numbers do not show absolute ARM latency (LCE.md section 2).
+so these x86 numbers do not show absolute ARM latency (see docs/lce.md, "Speed on x86").
 
     python benchmarks/bench_methods.py [--rounds N] [--runs R]
 """

@@ -95,6 +95,9 @@ def _group_of_output(spec: BinaryConvSpec, out_channels: int) -> np.ndarray:
 
 def _b_constant(form: InputForm, spec: BinaryConvSpec) -> np.ndarray:
     """sum_{k, c in group(o)} b_c * W[k, c, o], the contribution of the offsets b."""
+    out = spec.kernel.sign.shape[-1]
+    if not np.any(form.b):
+        return np.zeros((out,))
     w = spec.kernel.dense()
     _kh, _kw, cin_g, out = w.shape
     b_per_out = form.b.reshape(spec.groups, cin_g)[_group_of_output(spec, out)]  # (O, cin_g)

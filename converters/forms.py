@@ -54,8 +54,8 @@ class KernelForm:
     offset: np.ndarray
 
     def dense(self) -> np.ndarray:
-        """W_q as float64."""
-        return self.scale * self.sign + self.offset
+        """W_q as float64 (a full-size copy: for the correction terms of affine forms only)."""
+        return self.scale * self.sign.astype(np.float64) + self.offset
 
     @property
     def has_offset(self) -> bool:
@@ -76,6 +76,21 @@ def _per_channel(value, channels: int, what: str, layer: str) -> np.ndarray:
     return arr.reshape(channels)
 
 
+def _no_binary_form(quantizer, what: str, layer: str) -> ConversionError:
+    """The error for a quantizer whose `binary_form` is None, with the reason the quantizer
+    gives in `binary_form_unavailable_reason()` (e.g. a temperature not annealed yet)."""
+    name = type(quantizer).__name__
+    reason_of = getattr(quantizer, "binary_form_unavailable_reason", None)
+    why = reason_of() if callable(reason_of) else None
+    if why:
+        return ConversionError(
+            f"its {what} quantizer {name} has no binary form now: {why}", layer=layer,
+            fix=f"convert once {name} binarizes, or use strict=False to keep the layer as float "
+                "ops")
+    return ConversionError(f"its {what} quantizer {name} has no binary form", layer=layer,
+                           fix=f"use a binarizing {what} quantizer (precision 1)")
+
+
 def freeze_input_form(quantizer, channels: int, layer: str) -> InputForm:
     """Read `quantizer.binary_form` eagerly for inputs with `channels` channels."""
     with tf.init_scope():
@@ -83,10 +98,7 @@ def freeze_input_form(quantizer, channels: int, layer: str) -> InputForm:
         probes = [tf.constant(rng.normal(size=(2, 3, channels)).astype("float32")) for _ in range(2)]
         forms = [quantizer.binary_form(p) for p in probes]
         if forms[0] is None:
-            raise ConversionError(
-                f"its input quantizer {type(quantizer).__name__} has no binary form",
-                layer=layer, fix="use a binarizing input quantizer (precision 1)",
-            )
+            raise _no_binary_form(quantizer, "input", layer)
         forms = [f.numpy() for f in forms]
         fields = [
             tuple(_per_channel(getattr(f, n), channels, n, layer) for n in ("threshold", "scale", "offset"))
@@ -120,11 +132,8 @@ def freeze_kernel_form(quantizer, kernel, layer: str) -> KernelForm:
         kernel = tf.convert_to_tensor(kernel)
         form = quantizer.binary_form(kernel)
         if form is None:
-            raise ConversionError(
-                f"its kernel quantizer {type(quantizer).__name__} has no binary form",
-                layer=layer, fix="use a binarizing kernel quantizer (precision 1)",
-            )
-        sign = form.sign(kernel).numpy().astype(np.float64)
+            raise _no_binary_form(quantizer, "kernel", layer)
+        sign = form.sign(kernel).numpy().astype(np.float32, copy=False)  # +-1: exact
         out = int(kernel.shape[-1])
         frozen = form.numpy()
         kform = KernelForm(
@@ -138,12 +147,13 @@ def freeze_kernel_form(quantizer, kernel, layer: str) -> KernelForm:
                 layer=layer, fix="check the kernel quantizer's binary_form",
             )
         expected = quantizer(kernel, training=False).numpy()
-        _check_close(expected, kform.dense(), quantizer, layer, "kernel")
+        got = (kform.scale.astype(np.float32) * sign + kform.offset.astype(np.float32))
+        _check_close(expected, got, quantizer, layer, "kernel")
+        del expected, got
     return kform
 
 
 def _check_close(expected, got, quantizer, layer: str, what: str) -> None:
-    expected = np.asarray(expected, np.float64)
     if not np.allclose(got, expected, rtol=_RTOL, atol=_RTOL * max(1.0, float(np.abs(expected).max()))):
         raise ConversionError(
             f"the binary_form of its {what} quantizer {type(quantizer).__name__} does not "
