@@ -30,6 +30,7 @@ __all__ = [
     "Latency",
     "bench",
     "bench_table",
+    "check_model_matches",
     "float_tflite",
     "float_twin",
     "machine_info",
@@ -175,6 +176,58 @@ def float_twin(model):
         for s, d in zip(src, dst):
             d.assign(s)
     return twin
+
+
+def _sample_shape(shape) -> tuple:
+    return tuple(None if d is None else int(d) for d in tuple(shape)[1:])
+
+
+def _fits(keras_shape: tuple, fb_shape: tuple) -> bool:
+    return len(keras_shape) == len(fb_shape) and all(
+        k is None or k == f for k, f in zip(keras_shape, fb_shape))
+
+
+def check_model_matches(model, flatbuffer: bytes) -> None:
+    """Check that `flatbuffer` can be the conversion of `model`: the same number of inputs and
+    outputs with the same per-sample shapes, and as many LceBconv2d ops as the model's binary
+    layers lower to. (A model with the same architecture but other weights passes: its float
+    twin times the same computation.)
+
+    Raises:
+        ValueError: what differs, e.g. "inputs (8, 8, 1) vs the flatbuffer's (6, 6, 3)".
+    """
+    from kbnn.converters import inspect
+    from kbnn.converters.flatbuffer import read_flatbuffer
+
+    graph = read_flatbuffer(flatbuffer)
+    fb_inputs = [tuple(graph.tensors[i].shape[1:]) for i in graph.inputs]
+    fb_outputs = [tuple(graph.tensors[i].shape[1:]) for i in graph.outputs]
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if inputs and outputs is not None:
+        for what, tensors, fb_shapes in (("inputs", inputs, fb_inputs),
+                                         ("outputs", outputs, fb_outputs)):
+            shapes = [_sample_shape(t.shape) for t in tensors]
+            if len(shapes) != len(fb_shapes) or not all(
+                    _fits(k, f) for k, f in zip(shapes, fb_shapes)):
+                raise ValueError(
+                    f"model {model.name!r} has {what} {', '.join(map(str, shapes))} but the "
+                    f"flatbuffer has {', '.join(map(str, fb_shapes))} (one sample, no batch "
+                    "axis)")
+    try:
+        from kbnn.converters.layers import plan_model
+
+        plans = plan_model(model)
+    except Exception:  # noqa: BLE001 -- a model that cannot be planned: shapes are the check
+        return
+    expected = sum(p.expected_bconvs for p in plans if p.lowerable)
+    found = inspect(flatbuffer).n_binary_convs
+    if found != expected:
+        raise ValueError(
+            f"model {model.name!r} has binary layers that convert to {expected} LceBconv2d "
+            f"op(s) but the flatbuffer has {found}")
 
 
 def float_tflite(model) -> bytes:

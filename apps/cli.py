@@ -1,14 +1,19 @@
 """The `kbnn` command line: convert, inspect, summary, verify, bench and the digits demo.
 
-    kbnn convert MODEL.keras -o OUT.tflite [--int8] [--no-strict] [--verify N]
-    kbnn inspect OUT.tflite
-    kbnn summary MODEL.keras [--input-shape H,W,C ...]
-    kbnn verify MODEL.keras OUT.tflite [--samples N]
-    kbnn bench OUT.tflite [--model MODEL.keras] [--threads T ...] [--runs R]
-    kbnn demo [--epochs E] [--out DIR]
+    kbnn convert MODEL.keras -o OUT.tflite [--int8] [--no-strict] [--verify N] [--overwrite]
+    kbnn inspect FLATBUFFER.tflite
+    kbnn summary MODEL.keras [--input-shape H,W,C ...] [--wide]
+    kbnn verify MODEL.keras FLATBUFFER.tflite [--samples N]
+    kbnn bench FLATBUFFER.tflite [--model MODEL.keras] [--threads T ...] [--runs R]
+    kbnn demo [--epochs E] [--out DIR] [--overwrite]
 
 Errors are one line on stderr (``kbnn: error: ...``) with exit code 1 (2 for usage errors);
 ``--debug`` shows the traceback and the native (C++) log of TensorFlow/LCE instead.
+
+Commands that write never write over one of their inputs, refuse an existing output unless
+``--overwrite`` (alias ``--force``) is given, check every argument before writing, and write
+each file to a temporary file in the same folder that is renamed into place
+(`os.replace`), so an interrupted run leaves no half-written file.
 
 Only the standard library is imported at module level: the parser is built and the arguments
 parsed first, and only the chosen command's handler imports kbnn (and with it TensorFlow). So
@@ -98,10 +103,77 @@ def _native_stderr_silenced(enabled: bool = True):
 
 def _existing_file(path: str) -> str:
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise CLIError(f"{path} is a broken symbolic link (its target does not exist)")
         raise CLIError(f"file not found: {path}")
     if os.path.isdir(path):
         raise CLIError(f"{path} is a directory, expected a file")
+    if not os.access(path, os.R_OK):
+        raise CLIError(f"cannot read {path}: permission denied")
     return path
+
+
+# ------------------------------------------------------------------------ safe writing
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output_path(path: str, option: str, inputs: Sequence[str] = (),
+                      overwrite: bool = False) -> None:
+    """Refuse, before anything is computed or written, an output `path` that is one of the
+    `inputs`, a folder, inside a file, or (without `overwrite`) an existing file."""
+    for source in inputs:
+        if os.path.exists(path) and _same_file(path, source):
+            raise CLIError(f"{option} {path} is the input {source}: kbnn never writes over an "
+                           "input; choose another output path")
+    if os.path.isdir(path):
+        raise CLIError(f"{option} {path} is a directory, expected a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise CLIError(f"{option} {path}: {parent} is a file, not a folder")
+    if os.path.exists(path) and not overwrite:
+        raise CLIError(f"{option} {path} exists; pass --overwrite (or --force) to replace it")
+
+
+def write_atomically(path: str, write) -> None:
+    """Call ``write(tmp)`` with a temporary path in `path`'s folder (same extension), then
+    rename it to `path` with `os.replace`; an error or an interruption removes the temporary
+    file and leaves `path` as it was. The file gets the usual permissions (0666 & ~umask)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp" + os.path.splitext(name)[1],
+                               dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomically(path: str, data: bytes) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_atomically(path, write)
 
 
 def _import_kbnn_objects() -> None:
@@ -113,20 +185,48 @@ def _import_kbnn_objects() -> None:
                 raise
 
 
-def load_keras_model(path: str):
-    """Load a `.keras` file (kbnn classes registered) or raise a one-line `CLIError`."""
+def _check_keras_archive(path: str) -> None:
+    """Say what is wrong with a file that should be a `.keras` archive (a zip written by
+    `model.save` holding config.json), before Keras reads it."""
     import zipfile
 
+    if os.path.getsize(path) == 0:
+        raise CLIError(f"{path} is empty (0 bytes), not a Keras model (expected a .keras file "
+                       "written by model.save)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == _TFLITE_IDENTIFIER:
+        raise CLIError(f"{path} is a TFLite flatbuffer, not a Keras model (expected a .keras "
+                       "file written by model.save)")
+    if not zipfile.is_zipfile(path):
+        what = ("starts like a zip archive but is truncated or corrupt"
+                if head[:2] == b"PK" else "is not a zip archive")
+        raise CLIError(f"{path} is not a Keras model: it {what} (a .keras file is the zip "
+                       "archive written by model.save)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CLIError(f"{path} is a corrupt zip archive ({type(err).__name__}: "
+                       f"{_one_line(err, 200)}), not a readable Keras model") from err
+    if "config.json" not in names:
+        raise CLIError(f"{path} is a zip archive without config.json, not a Keras model "
+                       "(expected a .keras file written by model.save)")
+    if broken is not None:
+        raise CLIError(f"{path} is corrupt: its member {broken!r} fails the zip CRC check "
+                       "(re-save the model)")
+    if not path.endswith(".keras"):
+        raise CLIError(f"{path} is a Keras archive, but Keras loads it only under a name "
+                       "ending in .keras: rename it")
+
+
+def load_keras_model(path: str):
+    """Load a `.keras` file (kbnn classes registered) or raise a one-line `CLIError` that
+    says what is wrong with the file."""
     _existing_file(path)
-    legacy_h5 = path.endswith((".h5", ".hdf5"))
-    if not legacy_h5:
-        is_keras = zipfile.is_zipfile(path)
-        if is_keras:
-            with zipfile.ZipFile(path) as archive:
-                is_keras = "config.json" in archive.namelist()
-        if not is_keras:
-            raise CLIError(f"{path} is not a Keras model (expected a .keras file written by "
-                           "model.save)")
+    if not path.endswith((".h5", ".hdf5")):
+        _check_keras_archive(path)
     _import_kbnn_objects()
     import keras
 
@@ -144,12 +244,15 @@ def load_keras_model(path: str):
                        f"{type(err).__name__}: {_one_line(err, 200)}") from err
 
 
-def load_flatbuffer(path: str) -> bytes:
+def load_flatbuffer(path: str, option: str = "") -> bytes:
     """Read a `.tflite` file, checking the TFLite file identifier."""
     with open(_existing_file(path), "rb") as f:
         data = f.read()
     if data[4:8] != _TFLITE_IDENTIFIER:
-        raise CLIError(f"{path} is not a TFLite flatbuffer (no 'TFL3' file identifier)")
+        looks_keras = data[:2] == b"PK" or path.endswith(".keras")
+        hint = (" (it looks like a Keras model: is the argument order right? "
+                f"{option})" if looks_keras and option else "")
+        raise CLIError(f"{path} is not a TFLite flatbuffer (no 'TFL3' file identifier){hint}")
     return data
 
 
@@ -167,12 +270,13 @@ def _random_inputs(model, samples: int, seed: int):
     return rng.uniform(-1.0, 1.0, size=(samples,) + shape).astype(np.float32)
 
 
-def _verify_and_print(model, flatbuffer: bytes, samples: int, seed: int,
-                      min_agreement: float) -> int:
+def _verify_and_print(model, flatbuffer: bytes, inputs, min_agreement: float) -> int:
     from kbnn.converters import verify
 
-    report = verify(model, flatbuffer, _random_inputs(model, samples, seed))
-    print(f"Verification on {samples} random inputs (uniform in [-1, 1]):")
+    report = verify(model, flatbuffer, inputs)
+    samples = len(inputs)
+    print(f"Verification on {samples} random input{'s' if samples != 1 else ''} "
+          "(uniform in [-1, 1]):")
     print(report.table())
     agreement = report.top1_agreement
     score, what = ((agreement, "top-1 agreement") if agreement is not None
@@ -193,32 +297,42 @@ def _sibling_keras(tflite_path: str) -> str:
 def _cmd_convert(args) -> int:
     import warnings
 
+    # Every check before anything is written: the output path, the model, the inputs of
+    # --verify. The flatbuffer is then written atomically (a temporary file, renamed).
+    _existing_file(args.model)
+    check_output_path(args.output, "--output", inputs=[args.model], overwrite=args.overwrite)
+    model = load_keras_model(args.model)
+    inputs = _random_inputs(model, args.verify, args.seed) if args.verify else None
+
     from kbnn.converters import convert
 
-    model = load_keras_model(args.model)
     with warnings.catch_warnings():  # the notes are printed below, once
         warnings.filterwarnings("ignore", message="kbnn.converters:")
         result = convert(model, target=args.target, int8=args.int8, strict=args.strict,
                          return_report=True)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(args.output, "wb") as f:
-        f.write(result.flatbuffer)
+    write_bytes_atomically(args.output, result.flatbuffer)
     report = result.report
     print(f"Wrote {args.output}: {report.size_bytes:,} bytes, {report.n_binary_convs} "
           f"LceBconv2d, {report.bitpacked_weight_bytes:,} bytes of bitpacked weights")
     for note in result.warnings:
         print(f"warning: {note}")
-    if args.verify:
-        return _verify_and_print(model, result.flatbuffer, args.verify, args.seed,
-                                 args.min_agreement)
+    if inputs is not None:
+        return _verify_and_print(model, result.flatbuffer, inputs, args.min_agreement)
     return EXIT_OK
 
 
-def _cmd_inspect(args) -> int:
+def _read_report(flatbuffer: bytes, path: str):
+    """`inspect` of a file's bytes, a broken flatbuffer as a one-line error naming the file."""
     from kbnn.converters import inspect
 
-    print(inspect(load_flatbuffer(args.tflite)).table())
+    try:
+        return inspect(flatbuffer)
+    except ValueError as err:
+        raise CLIError(f"{path}: {err}") from err
+
+
+def _cmd_inspect(args) -> int:
+    print(_read_report(load_flatbuffer(args.tflite), args.tflite).table())
     return EXIT_OK
 
 
@@ -253,24 +367,58 @@ def _cmd_summary(args) -> int:
     from kbnn.summary import summary
 
     model = load_keras_model(args.model)
-    summary(model, input_shape=_summary_input_shape(model, args.input_shape))
+    summary(model, input_shape=_summary_input_shape(model, args.input_shape), wide=args.wide)
     return EXIT_OK
 
 
+def _is_flatbuffer_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == _TFLITE_IDENTIFIER
+    except OSError:
+        return False
+
+
 def _cmd_verify(args) -> int:
+    _existing_file(args.model)
+    _existing_file(args.tflite)
+    if _is_flatbuffer_file(args.model) and not _is_flatbuffer_file(args.tflite):
+        raise CLIError(f"the arguments are swapped: {args.model} is the flatbuffer and "
+                       f"{args.tflite} the model; run kbnn verify {args.tflite} {args.model}")
     flatbuffer = load_flatbuffer(args.tflite)
+    _read_report(flatbuffer, args.tflite)
     model = load_keras_model(args.model)
-    return _verify_and_print(model, flatbuffer, args.samples, args.seed, args.min_agreement)
+    inputs = _random_inputs(model, args.samples, args.seed)
+    return _verify_and_print(model, flatbuffer, inputs, args.min_agreement)
 
 
 def _cmd_bench(args) -> int:
-    from kbnn_apps.bench import X86_NOTE, bench, bench_table, float_tflite, float_twin
+    from kbnn_apps.bench import (
+        X86_NOTE,
+        bench,
+        bench_table,
+        check_model_matches,
+        float_tflite,
+        float_twin,
+    )
 
-    flatbuffer = load_flatbuffer(args.tflite)
+    flatbuffer = load_flatbuffer(args.tflite, "kbnn bench FLATBUFFER.tflite --model MODEL.keras")
+    _read_report(flatbuffer, args.tflite)
     model_path = args.model or _sibling_keras(args.tflite)
     float_flatbuffer = None
     if args.model or os.path.exists(model_path):
-        float_flatbuffer = float_tflite(float_twin(load_keras_model(model_path)))
+        model = load_keras_model(model_path)
+        try:
+            check_model_matches(model, flatbuffer)
+        except ValueError as err:
+            if args.model:
+                raise CLIError(f"--model {model_path} is not the model of {args.tflite}: {err}; "
+                               "the float twin would be an unrelated model") from err
+            _warn(f"kbnn: note: {model_path} beside {args.tflite} is not its model ({err}); "
+                  "showing the LCE latency only (pass --model MODEL.keras)")
+            model = None
+        if model is not None:
+            float_flatbuffer = float_tflite(float_twin(model))
     else:
         _warn(f"kbnn: note: no Keras model at {model_path} (pass --model MODEL.keras); "
               "showing the LCE latency only")
@@ -282,10 +430,21 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from kbnn_apps.demo import run_demo
+    from kbnn_apps.demo import RESULT_FILES, run_demo
 
+    folder = os.path.abspath(args.out)
+    while folder and not os.path.exists(folder):
+        folder = "" if os.path.dirname(folder) == folder else os.path.dirname(folder)
+    if folder and not os.path.isdir(folder):
+        raise CLIError(f"--out {args.out}: {folder} is a file, not a folder")
+    held = [name for name in RESULT_FILES if os.path.lexists(os.path.join(args.out, name))]
+    if held and not args.overwrite:
+        raise CLIError(f"--out {args.out} already holds {', '.join(held)} from an earlier run; "
+                       "pass --overwrite (or --force) to replace them, or choose another "
+                       "--out folder")
     results = run_demo(epochs=args.epochs, out_dir=args.out, seed=args.seed,
-                       bench_runs=args.bench_runs)
+                       bench_runs=args.bench_runs, overwrite=args.overwrite,
+                       verbose="auto")
     print(f"Test accuracy: Keras {100 * results['keras_accuracy']:.2f} %, TFLite "
           f"{100 * results['tflite_accuracy']:.2f} %; top-1 agreement "
           f"{100 * results['top1_agreement']:.2f} %; flatbuffer {results['size_ratio']:.1f}x "
@@ -313,6 +472,19 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
+_SEED_MAX = 2 ** 32 - 1  # numpy's legacy seeding (keras.utils.set_random_seed) takes < 2**32
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2**32 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= _SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, {_SEED_MAX}], got {text!r}")
+    return value
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -362,6 +534,11 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help=f"replace {what} if it exists (never an input file)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the `kbnn` command (imports only the standard library)."""
     from kbnn_apps.demo import DEFAULT_EPOCHS, DEFAULT_OUT_DIR
@@ -377,37 +554,53 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("convert", parents=[debug],
-                       help="convert a .keras model to a TFLite flatbuffer with LCE binary ops")
-    p.add_argument("model", metavar="MODEL.keras")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
+                       help="convert a .keras model to a TFLite flatbuffer with LCE binary ops",
+                       description="Convert a .keras model to a TFLite flatbuffer whose binary "
+                                   "layers are LCE bitpacked ops. The output is written to a "
+                                   "temporary file and renamed into place; an existing output "
+                                   "is kept unless --overwrite is given, an input never "
+                                   "replaced.")
+    p.add_argument("model", metavar="MODEL.keras",
+                   help="the Keras model to convert (a .keras file written by model.save)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
+                   help="the flatbuffer file to write (not the input model)")
     p.add_argument("--int8", action="store_true",
                    help="int8 ops for FakeQuant-trained float layers (QAT)")
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="convert binary layers LCE cannot lower as float ops (warned) instead "
                         "of failing")
-    p.add_argument("--target", choices=("arm", "xcore"), default="arm")
+    p.add_argument("--target", choices=("arm", "xcore"), default="arm",
+                   help="LCE target: arm (default; also runs on x86) or xcore")
     p.add_argument("--verify", type=_positive_int, default=0, metavar="N",
                    help="compare with Keras on N random inputs and print the table")
     _verify_options(p)
+    _overwrite_option(p, "OUT.tflite")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("inspect", parents=[debug],
                        help="operators, binary convolutions and sizes of a flatbuffer")
-    p.add_argument("tflite", metavar="OUT.tflite")
+    p.add_argument("tflite", metavar="FLATBUFFER.tflite",
+                   help="the TFLite flatbuffer to inspect (written by kbnn convert)")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("summary", parents=[debug],
                        help="per-layer precisions, parameters, memory and binary/float MACs")
-    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("model", metavar="MODEL.keras",
+                   help="the Keras model to profile (a .keras file written by model.save)")
     p.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
                    help="shape of one sample (no batch axis), for models whose input has "
                         "unknown dimensions; repeat it for each input of a multi-input model")
+    p.add_argument("--wide", action="store_true",
+                   help="the full table (input and kernel bits apart, memory per layer) "
+                        "instead of one that fits 100 columns")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("verify", parents=[debug],
                        help="compare a flatbuffer (LCE interpreter) with its Keras model")
-    p.add_argument("model", metavar="MODEL.keras")
-    p.add_argument("tflite", metavar="OUT.tflite")
+    p.add_argument("model", metavar="MODEL.keras",
+                   help="the Keras model the flatbuffer was converted from")
+    p.add_argument("tflite", metavar="FLATBUFFER.tflite",
+                   help="the TFLite flatbuffer to check (written by kbnn convert)")
     p.add_argument("--samples", type=_positive_int, default=100, metavar="N",
                    help="random inputs to compare (default 100)")
     _verify_options(p)
@@ -415,10 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", parents=[debug],
                        help="LCE latency next to the float twin converted with stock TFLite")
-    p.add_argument("tflite", metavar="OUT.tflite")
+    p.add_argument("tflite", metavar="FLATBUFFER.tflite",
+                   help="the TFLite flatbuffer to time (written by kbnn convert)")
     p.add_argument("--model", metavar="MODEL.keras",
-                   help="Keras model of the flatbuffer, for the float twin (default: "
-                        "OUT.keras beside OUT.tflite)")
+                   help="Keras model of the flatbuffer, for the float twin; it must match "
+                        "the flatbuffer's inputs, outputs and binary convolutions (default: "
+                        "FLATBUFFER.keras beside FLATBUFFER.tflite)")
     p.add_argument("--threads", type=_positive_int, nargs="+", default=[1], metavar="T",
                    help="interpreter threads (one or more values; default 1)")
     p.add_argument("--runs", type=_positive_int, default=50, metavar="R",
@@ -432,16 +627,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, metavar="E",
                    help=f"training epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--out", default=DEFAULT_OUT_DIR, metavar="DIR",
-                   help=f"output folder (default {DEFAULT_OUT_DIR})")
-    p.add_argument("--seed", type=int, default=0, help="seed of data split and training")
+                   help=f"output folder for model.keras, model.tflite, report.md and "
+                        f"training.png (default {DEFAULT_OUT_DIR}); results already there are "
+                        "kept unless --overwrite is given")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help=f"seed of the data split and training, in [0, {_SEED_MAX}] (default 0)")
     p.add_argument("--bench-runs", type=_positive_int, default=50, metavar="R",
                    help="timed runs per engine in the latency benchmark (default 50)")
+    _overwrite_option(p, "the results in DIR")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def _verify_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help=f"seed of the random inputs, in [0, {_SEED_MAX}] (default 0)")
     p.add_argument("--min-agreement", type=_fraction, default=0.99, metavar="F",
                    help="exit with status 1 when top-1 agreement is below F (default 0.99)")
 

@@ -28,11 +28,49 @@ from typing import Any
 # Module level: the standard library only (the `kbnn` command reads the defaults below while it
 # builds its parser, before anything heavy is imported).
 
-__all__ = ["DEFAULT_EPOCHS", "build_demo_model", "plot_history", "run_demo"]
+__all__ = ["DEFAULT_EPOCHS", "RESULT_FILES", "build_demo_model", "check_demo_out_dir",
+           "plot_history", "run_demo"]
 
 DEFAULT_EPOCHS = 15
 DEFAULT_OUT_DIR = "demo_out"
+RESULT_FILES = ("model.keras", "model.tflite", "report.md", "training.png")
 _STAGES = 6
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def check_demo_out_dir(out_dir: str, overwrite: bool = False) -> None:
+    """Refuse, before anything is computed, an `out_dir` that is a file or (without
+    `overwrite`) already holds results of a run (any of `RESULT_FILES`).
+
+    Raises:
+        NotADirectoryError: `out_dir` (or a folder above it) is a file.
+        FileExistsError: `out_dir` holds results and `overwrite` is False.
+    """
+    path = os.path.abspath(out_dir)
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        path = "" if parent == path else parent
+    if path and not os.path.isdir(path):
+        raise NotADirectoryError(
+            f"Invalid value for argument `out_dir` of run_demo: {path} is a file, not a "
+            f"folder. Received out_dir={out_dir!r}.")
+    held = [name for name in RESULT_FILES if os.path.lexists(os.path.join(out_dir, name))]
+    if held and not overwrite:
+        raise FileExistsError(
+            f"Invalid value for argument `out_dir` of run_demo: {out_dir} already holds "
+            f"{', '.join(held)} from an earlier run; pass overwrite=True to replace them, or "
+            "choose another folder.")
+
+
+def _write_atomically(path: str, write) -> None:
+    """``write(tmp)`` to a temporary file beside `path` (same extension), then `os.replace`:
+    an interrupted run leaves no half-written result."""
+    from kbnn_apps.cli import write_atomically
+
+    write_atomically(path, write)
 
 
 def build_demo_model(input_shape=(8, 8, 1), num_classes: int = 10, *, stem_filters: int = 32,
@@ -68,6 +106,57 @@ def build_demo_model(input_shape=(8, 8, 1), num_classes: int = 10, *, stem_filte
     x = bn("bdense_bn")(x)
     outputs = keras.layers.Activation("softmax", name="softmax")(x)
     return keras.Model(inputs, outputs, name="kbnn_digits")
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _resolve_verbose(verbose):
+    """Keras' verbose level for `model.fit`: "auto" is the progress bar (1) on a terminal and
+    one plain line per epoch (2) otherwise, so redirected logs get no ANSI escape codes."""
+    if verbose == "auto":
+        return 1 if _stdout_is_terminal() else 2
+    return verbose
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
+def _check_demo_arguments(epochs, seed, batch_size, learning_rate, bench_runs, threads,
+                          verbose) -> None:
+    """Keras-style errors for the arguments of `run_demo`, before anything runs."""
+    import math
+    import numbers
+
+    def fail(name, expected, value):
+        raise ValueError(f"Invalid value for argument `{name}` of run_demo. Expected "
+                         f"{expected}. Received {name}={value!r}.")
+
+    def integer(value):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("bench_runs", bench_runs)):
+        if not integer(value) or value < 1:
+            fail(name, "an integer >= 1", value)
+    if not integer(seed) or not 0 <= seed <= 2 ** 32 - 1:
+        fail("seed", "an integer in [0, 2**32 - 1]", seed)
+    if not (isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool)
+            and math.isfinite(learning_rate) and learning_rate > 0):
+        fail("learning_rate", "a finite number > 0", learning_rate)
+    if (isinstance(threads, (str, bytes)) or not hasattr(threads, "__iter__")
+            or not list(threads) or not all(integer(t) and t >= 1 for t in threads)):
+        fail("threads", "a non-empty sequence of integers >= 1", threads)
+    if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
+        fail("verbose", "0, 1, 2 or 'auto'", verbose)
 
 
 def _require_demo_dependencies() -> None:
@@ -113,11 +202,12 @@ def _report_markdown(r: dict[str, Any], op_counts: dict[str, int], bench_md: str
     ops = "\n".join(f"| {op} | {n} |" for op, n in
                     sorted(op_counts.items(), key=lambda kv: (-kv[1], kv[0])))
     profile = "\n".join(profile_lines)
+    epochs, runs = _plural(r["epochs"], "epoch"), _plural(r["bench_runs"], "run")
     from kbnn_apps.bench import X86_NOTE
 
     return f"""# kbnn digits demo
 
-- run: {r['date']}, {r['epochs']} epochs, seed {r['seed']}; training {r['train_seconds']:.1f} s,
+- run: {r['date']}, {epochs}, seed {r['seed']}; training {r['train_seconds']:.1f} s,
   whole run {r['total_seconds']:.1f} s
 - machine: {r['machine']}
 - data: scikit-learn digits, 8x8 images, {r['n_train']} train / {r['n_val']} validation /
@@ -154,7 +244,7 @@ Bitpacked binary weights: {r['bitpacked_weight_bytes']:,} bytes; float32 constan
 |---|---|
 {ops}
 
-## Latency (batch 1, {r['bench_runs']} runs after warm-up)
+## Latency (batch 1, {runs} after warm-up)
 
 {bench_md}
 
@@ -171,8 +261,9 @@ def run_demo(
     learning_rate: float = 0.01,
     bench_runs: int = 50,
     threads=(1,),
-    verbose: int = 1,
+    verbose: int | str = 1,
     log: Callable[[str], Any] | None = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate, convert, verify, inspect and benchmark the digits demo.
 
@@ -183,8 +274,13 @@ def run_demo(
         batch_size, learning_rate: Adam with a cosine-decayed learning rate.
         bench_runs: timed inferences per engine in the latency benchmark.
         threads: interpreter thread counts to benchmark.
-        verbose: Keras progress bar (1) or silent (0).
+        verbose: Keras progress bar (1), one line per epoch (2), silent (0), or "auto": the
+            progress bar when stdout is a terminal, else one plain line per epoch (no ANSI
+            escape codes in redirected logs).
         log: called with one line per stage; None for silence.
+        overwrite: replace the results of an earlier run in `out_dir` (refused otherwise,
+            before anything is computed). Each file is written to a temporary file and renamed
+            into place.
 
     Returns:
         A dict with the figures of report.md: ``keras_accuracy``, ``tflite_accuracy``,
@@ -193,9 +289,9 @@ def run_demo(
         ``latency`` (list of dicts: model, engine, threads, min_ms, median_ms),
         ``history``, ``paths`` (the four files), timings and data sizes.
     """
-    if epochs < 1:
-        raise ValueError(f"Invalid value for argument `epochs` of run_demo. Expected an integer "
-                         f">= 1. Received epochs={epochs}.")
+    _check_demo_arguments(epochs, seed, batch_size, learning_rate, bench_runs, threads, verbose)
+    check_demo_out_dir(out_dir, overwrite=overwrite)
+    verbose = _resolve_verbose(verbose)
     _require_demo_dependencies()
     import datetime
 
@@ -210,15 +306,14 @@ def run_demo(
     say = log or (lambda _line: None)
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    paths = {name: os.path.join(out_dir, name)
-             for name in ("model.keras", "model.tflite", "report.md", "training.png")}
+    paths = {name: os.path.join(out_dir, name) for name in RESULT_FILES}
 
     say(f"[1/{_STAGES}] Loading the scikit-learn digits (8x8 images)")
     data = load_digits_split(test_size=0.2, val_size=0.1, seed=seed)
     say(f"        {len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test images")
 
-    say(f"[2/{_STAGES}] Training the binary network for {epochs} epochs")
+    say(f"[2/{_STAGES}] Training the binary network for {_plural(epochs, 'epoch')}")
     keras.utils.set_random_seed(seed)
     model = build_demo_model(data.x_train.shape[1:], data.num_classes)
     steps = int(np.ceil(len(data.x_train) / batch_size)) * epochs
@@ -232,8 +327,8 @@ def run_demo(
     history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
                         validation_data=(data.x_val, data.y_val), verbose=verbose).history
     train_seconds = time.perf_counter() - t0
-    model.save(paths["model.keras"])
-    plot_history(history, paths["training.png"])
+    _write_atomically(paths["model.keras"], model.save)
+    _write_atomically(paths["training.png"], lambda tmp: plot_history(history, tmp))
 
     say(f"[3/{_STAGES}] Evaluating in Keras")
     keras_probs = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
@@ -243,8 +338,7 @@ def run_demo(
     say(f"[4/{_STAGES}] Converting to TFLite with LCE binary ops (strict)")
     result = convert(model, strict=True, return_report=True)
     flatbuffer, report = result.flatbuffer, result.report
-    with open(paths["model.tflite"], "wb") as f:
-        f.write(flatbuffer)
+    _write_atomically(paths["model.tflite"], lambda tmp: _write_file(tmp, flatbuffer))
     say(f"        {len(flatbuffer):,} bytes, {report.n_binary_convs} LceBconv2d")
 
     say(f"[5/{_STAGES}] Verifying TFLite against Keras on the {len(data.x_test)} test images")
@@ -291,8 +385,7 @@ def run_demo(
     results["total_seconds"] = time.perf_counter() - start
     markdown = _report_markdown(results, report.op_counts, bench_table(rows, markdown=True),
                                 profile(model).to_lines())
-    with open(paths["report.md"], "w") as f:
-        f.write(markdown)
+    _write_atomically(paths["report.md"], lambda tmp: _write_file(tmp, markdown.encode()))
     say(f"Wrote {', '.join(paths.values())} "
         f"({results['total_seconds']:.0f} s in all)")
     return results

@@ -133,6 +133,16 @@ def _check_arguments(model, target, int8, strict, return_report) -> None:
         raise TypeError(
             "Invalid value for argument `model` of convert. Expected a keras.Model. "
             f"Received model of type {type(model).__name__}.")
+    if not model.built:
+        if isinstance(model, keras.Sequential) and not model.layers:
+            raise ValueError(
+                "Invalid value for argument `model` of convert. Expected a model with layers. "
+                f"Received the empty Sequential model {model.name!r}: add its layers, starting "
+                "with keras.Input(shape), then train it.")
+        raise ValueError(
+            "Invalid value for argument `model` of convert. Expected a built model (with "
+            f"known input shapes). Received the unbuilt model {model.name!r}: start it with "
+            "keras.Input(shape), or call model.build(shape) or the model on data first.")
     if target not in _TARGETS:
         raise ValueError(f"Invalid value for argument `target` of convert. Expected one of "
                          f"{_TARGETS}. Received target={target!r}.")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 from .flatbuffer import Graph, invalid_flatbuffer, read_flatbuffer
 
-__all__ = ["LCE_OPS", "ModelReport", "inspect"]
+__all__ = ["LCE_OPS", "ModelReport", "flatbuffer_bytes", "inspect"]
 
 LCE_OPS = ("LceQuantize", "LceBconv2d", "LceDequantize", "LceBMaxPool2d")
 _LABELS = {0: "SAME", 1: "VALID"}
@@ -128,13 +129,47 @@ def _report(graph: Graph) -> ModelReport:
     )
 
 
-def inspect(flatbuffer: bytes) -> ModelReport:
-    """Operator histogram, binary conv count, float tensors and sizes of a flatbuffer.
+def flatbuffer_bytes(flatbuffer, owner: str) -> bytes:
+    """The bytes of `flatbuffer`: bytes-like, an object with ``__bytes__`` (a
+    `ConversionResult`) or the path of a .tflite file (str or os.PathLike).
 
     Raises:
-        ValueError: "not a valid TFLite flatbuffer: ..." for bytes that are not one.
+        TypeError: anything else (a Keras model, an array, ...), saying what to pass.
+        FileNotFoundError: a path that is not an existing file.
     """
-    graph = read_flatbuffer(flatbuffer)
+    if isinstance(flatbuffer, (bytes, bytearray, memoryview)):
+        return bytes(flatbuffer)
+    if isinstance(flatbuffer, (str, os.PathLike)):
+        path = os.fspath(flatbuffer)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Invalid value for argument `flatbuffer` of {owner}: no file {path!r}. "
+                "Expected the bytes of a TFLite flatbuffer (what convert returns) or the path "
+                "of a .tflite file.")
+        with open(path, "rb") as f:
+            return f.read()
+    if hasattr(type(flatbuffer), "__bytes__"):
+        return bytes(flatbuffer)
+    raise TypeError(
+        f"Invalid value for argument `flatbuffer` of {owner}. Expected the bytes of a TFLite "
+        "flatbuffer (what kbnn.converters.convert returns) or the path of a .tflite file. "
+        f"Received an object of type {type(flatbuffer).__name__}.")
+
+
+def inspect(flatbuffer) -> ModelReport:
+    """Operator histogram, binary conv count, float tensors and sizes of a flatbuffer.
+
+    Args:
+        flatbuffer: the flatbuffer bytes (what `convert` returns, or a `ConversionResult`) or
+            the path of a .tflite file.
+
+    Raises:
+        TypeError: `flatbuffer` is neither bytes nor a path (e.g. a Keras model).
+        FileNotFoundError: a path that is not an existing file.
+        ValueError: "not a valid TFLite flatbuffer: ..." for bytes that are not one, or whose
+            structure is broken (truncated, padded, offsets outside the buffer).
+    """
+    graph = read_flatbuffer(flatbuffer_bytes(flatbuffer, "inspect"))
     try:
         return _report(graph)
     except (IndexError, KeyError, TypeError) as err:  # tensor indices out of range

@@ -9,7 +9,7 @@ to while the converter traces the export graph:
 
 * layout "nhwc" (2-D conv), "nwc" (1-D conv as a 2-D conv with a height-1 axis, expanded *before*
   the sign), "dense" (reshaped to [N, M, 1, C] before the sign, 1x1 conv, reshaped back);
-* the sign as ``tf.where(x >= t, 1, -1)``, the kernel as a constant sign matrix, and the affine
+* the sign as ``tf.where(x < t, -1, 1)``, the kernel as a constant sign matrix, and the affine
   constants folded as described in `binary_conv`.
 
 Layers whose export adds correction terms (and have no activation) also get `fold_affine`, which

@@ -1,5 +1,11 @@
 """Train a binary conv net on scikit-learn's digits with plain `model.fit` (the README example)."""
 
+import os
+
+# Before TensorFlow loads: hide its C++ log lines (e.g. "failed call to cuInit" on a machine
+# without a GPU, which is harmless), so that the output below is the training's own.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 import keras
 from sklearn.datasets import load_digits
 

@@ -36,6 +36,8 @@ layer gets unknown ("?") MACs and a warning; its MACs are left out of the totals
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -127,9 +129,10 @@ class ModelProfile:
     def total_params(self) -> int:
         return self.binary_params + self.float_params
 
-    def to_lines(self) -> list[str]:
-        """The table and totals printed by `kbnn.summary`, one string per line."""
-        return _format(self)
+    def to_lines(self, wide: bool = False) -> list[str]:
+        """The table and totals printed by `kbnn.summary`, one string per line (within 100
+        columns unless `wide`)."""
+        return _format(self, wide=wide)
 
 
 def profile(model: keras.Model, input_shape=None) -> ModelProfile:
@@ -143,7 +146,12 @@ def profile(model: keras.Model, input_shape=None) -> ModelProfile:
 
     Returns:
         A `ModelProfile`.
+
+    Raises:
+        TypeError: `model` is not a Keras model (e.g. a path: load it first).
+        ValueError: `input_shape` is not a shape, or does not fit the model's inputs.
     """
+    _check_model(model, "kbnn.profile")
     records = _record_calls(model, input_shape)
     nodes = list(_walk(model))
 
@@ -203,18 +211,37 @@ def profile(model: keras.Model, input_shape=None) -> ModelProfile:
 
 
 def summary(model: keras.Model, print_fn: Callable[[str], Any] | None = None,
-            input_shape=None) -> None:
-    """Print a per-layer table of precisions, shapes, parameters, memory and MACs, then the
-    totals (parameters, size, compression ratio, BOPs, FLOPs, OPs, binary MAC fraction).
+            input_shape=None, *, wide: bool = False) -> None:
+    """Print a per-layer table of precisions, shapes, parameters and MACs, then the totals
+    (parameters, size, compression ratio, BOPs, FLOPs, OPs, binary MAC fraction).
 
     Args:
-        model: the model to profile (see `profile`).
+        model: the model to profile (see `profile`); a Keras model, not a path (load a saved
+            model first with `keras.models.load_model` after `import kbnn`).
         print_fn: called once per line; defaults to `print`.
         input_shape: see `profile`.
+        wide: the full table on one line per layer (input and kernel bits apart, memory per
+            layer); by default the table fits 100 columns, long layer names wrapping onto a
+            second line.
     """
+    _check_model(model, "kbnn.summary")
+    if not isinstance(wide, bool):
+        raise TypeError("Invalid value for argument `wide` of kbnn.summary. Expected a bool. "
+                        f"Received wide={wide!r}.")
     print_fn = print if print_fn is None else print_fn
-    for line in profile(model, input_shape=input_shape).to_lines():
+    for line in profile(model, input_shape=input_shape).to_lines(wide=wide):
         print_fn(line)
+
+
+def _check_model(model, owner: str) -> None:
+    if isinstance(model, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"Invalid value for argument `model` of {owner}. Expected a keras.Model; load a "
+            "saved model first: `import kbnn; model = keras.models.load_model(path)` (the "
+            f"`kbnn summary` command takes paths). Received model={model!r}.")
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"Invalid value for argument `model` of {owner}. Expected a "
+                        f"keras.Model. Received model of type {type(model).__name__}.")
 
 
 # ---------------------------------------------------------------------------------- walking
@@ -270,14 +297,16 @@ def _input_structure(model, input_shape):
             )
         return np.zeros(shape, dtype=dtype)
 
-    if input_shape is not None:
-        if isinstance(input_shape, (tuple, list)) and _is_shape(tuple(input_shape)):
-            return zeros(input_shape)
-        if isinstance(input_shape, dict):
-            return {k: zeros(v) for k, v in input_shape.items()}
-        return [zeros(s) for s in input_shape]
-
     struct = model_input_structure(model)
+    if input_shape is not None:
+        shapes = _checked_input_shape(input_shape)
+        _check_fits(model, struct, shapes, input_shape)
+        if isinstance(shapes, tuple):
+            return zeros(shapes)
+        if isinstance(shapes, dict):
+            return {k: zeros(v) for k, v in shapes.items()}
+        return [zeros(v) for v in shapes]
+
     if struct is None:
         try:
             inputs = model.inputs
@@ -297,6 +326,90 @@ def _input_structure(model, input_shape):
         f"'{model.name}' is unknown. Expected a model with Input layers or a built model, "
         "or pass `input_shape` (one sample, no batch axis)."
     )
+
+
+def _input_shape_error(input_shape, expected: str) -> ValueError:
+    return ValueError(f"Invalid value for argument `input_shape` of kbnn.profile. Expected "
+                      f"{expected}. Received input_shape={input_shape!r}.")
+
+
+def _is_dim(d) -> bool:
+    return isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1
+
+
+def _checked_input_shape(input_shape):
+    """`input_shape` as a tuple of ints, or a list/dict of them (several inputs)."""
+    expected = ("the shape of one sample (no batch axis) as a tuple of positive integers, "
+                "e.g. (32, 32, 3), or a list/dict of such shapes for a multi-input model")
+    if isinstance(input_shape, (tuple, list)) and input_shape and all(
+            isinstance(d, numbers.Number) for d in input_shape):
+        if not all(_is_dim(d) for d in input_shape):
+            raise _input_shape_error(input_shape, expected)
+        return tuple(int(d) for d in input_shape)
+    if isinstance(input_shape, dict) and input_shape:
+        items = {k: _checked_input_shape(v) for k, v in input_shape.items()}
+        if not all(isinstance(v, tuple) for v in items.values()):
+            raise _input_shape_error(input_shape, expected)
+        return items
+    if isinstance(input_shape, (tuple, list)) and input_shape and all(
+            isinstance(v, (tuple, list)) for v in input_shape):
+        shapes = [_checked_input_shape(v) for v in input_shape]
+        if not all(isinstance(v, tuple) for v in shapes):
+            raise _input_shape_error(input_shape, expected)
+        return shapes
+    raise _input_shape_error(input_shape, expected)
+
+
+def _check_fits(model, struct, shapes, input_shape) -> None:
+    """Raise a ValueError naming `input_shape` when it does not fit the model's inputs (when
+    they are known: functional and sequential models with an Input)."""
+    if struct is None:
+        try:
+            inputs = model.inputs
+        except AttributeError:
+            inputs = None
+        struct = (inputs[0] if len(inputs) == 1 else list(inputs)) if inputs else None
+    if struct is None:
+        return
+    expected = keras.tree.map_structure(lambda t: tuple(t.shape)[1:], struct)
+    if isinstance(expected, list) and len(expected) == 1:
+        expected = expected[0]
+
+    def text(structure) -> str:
+        return str(structure).replace("None", "?")
+
+    def count_error(n):
+        return _input_shape_error(
+            input_shape, f"{n} shape(s), one per input of model {model.name!r} (input shapes "
+                         f"{text(expected)}, one sample, no batch axis)")
+
+    if isinstance(expected, tuple):
+        if isinstance(shapes, list) and len(shapes) == 1:
+            shapes = shapes[0]
+        if not isinstance(shapes, tuple):
+            raise count_error(1)
+        pairs = [(shapes, expected)]
+    elif isinstance(expected, dict) and isinstance(shapes, dict):
+        if set(shapes) != set(expected):
+            raise _input_shape_error(
+                input_shape, f"one shape per input name {sorted(expected)} of model "
+                             f"{model.name!r}")
+        pairs = [(shapes[k], expected[k]) for k in expected]
+    else:
+        wanted = list(expected.values()) if isinstance(expected, dict) else list(expected)
+        if isinstance(shapes, tuple):
+            raise count_error(len(wanted))
+        given = list(shapes.values()) if isinstance(shapes, dict) else list(shapes)
+        if len(given) != len(wanted):
+            raise count_error(len(wanted))
+        pairs = list(zip(given, wanted))
+    for got, want in pairs:
+        if not isinstance(want, tuple):
+            continue  # a nested input structure: the forward pass checks it
+        if len(got) != len(want) or any(w is not None and w != g for g, w in zip(got, want)):
+            raise _input_shape_error(
+                input_shape, f"a shape that fits the input shape {text(want)} of model "
+                             f"{model.name!r} (one sample, no batch axis; ? is any size)")
 
 
 def _is_shape(s) -> bool:
@@ -431,18 +544,42 @@ def _record_calls(model, input_shape) -> dict[int, list]:
     if not all(layer.built for layer in flatten_layers(model, include_self=True, recursive=True)):
         # Build first: building creates variables (ops of their own) and, for a subclassed
         # model, runs `call` symbolically; neither must be recorded as a call.
-        model(x, training=False)
+        try:
+            model(x, training=False)
+        except Exception as error:
+            if input_shape is None:
+                raise
+            raise _forward_error(model, input_shape, error) from error
     x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
     recorder = _CallRecorder(keras.tree.flatten(x))
     with recording_ops(recorder):
         try:
             outputs = model(x, training=False)
-        except Exception as error:  # noqa: BLE001 -- report what can be counted, never crash
-            warnings.warn(f"kbnn.profile: the forward pass on zeros failed ({error!r}); layers "
-                          "without recorded shapes get unknown MACs.", stacklevel=3)
+        except Exception as error:  # report what can be counted
+            if input_shape is not None:
+                raise _forward_error(model, input_shape, error) from error
+            warnings.warn(f"kbnn.profile: the forward pass on zeros failed "
+                          f"({_error_line(error)}); layers without recorded shapes get "
+                          "unknown MACs.", stacklevel=3)
         else:
             recorder.model_outputs(outputs)
     return recorder.records()
+
+
+def _error_line(error: BaseException, limit: int = 200) -> str:
+    """`TypeName: first line` of an exception's message (Keras adds the call's arguments,
+    arrays included, on later lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Exception encountered when")]
+    text = (lines[0] if lines else "").replace("\x1b[1m", "").replace("\x1b[0m", "")
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _forward_error(model, input_shape, error: BaseException) -> ValueError:
+    return _input_shape_error(
+        input_shape, f"a shape model {model.name!r} can run on (one sample, no batch axis); "
+                     f"the forward pass on zeros of that shape failed with {_error_line(error)}")
 
 
 # ---------------------------------------------------------------------------------- counting
@@ -563,42 +700,89 @@ def _human(n: float) -> str:
     return f"{n:g}"
 
 
+def _number(n: float) -> str:
+    """An integer with thousands separators; a fraction (1-bit weights in bytes, BOPs/64) with
+    the decimals it has (at most 6: sizes are multiples of 1/8, BOPs/64 of 1/64)."""
+    if float(n).is_integer():
+        return f"{int(n):,}"
+    return f"{n:,.6f}".rstrip("0")
+
+
 def _bytes(n: float) -> str:
     for unit, scale in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= scale:
-            return f"{n:,.2f} B ({n / scale:.2f} {unit})"
-    return f"{n:,.2f} B"
+            return f"{_number(n)} B ({n / scale:.2f} {unit})"
+    return f"{_number(n)} B"
 
 
 def _count(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
 
 
-def _format(p: ModelProfile) -> list[str]:
+TABLE_WIDTH = 100  # columns of the default `kbnn.summary` table
+
+
+def _bits(r: LayerProfile) -> str:
+    if r.input_bits is None:
+        return "-"
+    return "/".join(str(b) for b in (r.input_bits, *r.kernel_bits))
+
+
+def _wrap_name(text: str, width: int) -> list[str]:
+    """`name (Class)` in lines of at most `width` characters: the class on a line of its own
+    (indented by 2) when both do not fit, a name longer than `width` cut into pieces."""
+    if len(text) <= width:
+        return [text]
+    name, _, rest = text.partition(" (")
+    pieces = [name[i:i + width] for i in range(0, len(name), width)] or [""]
+    tail, step = ("(" + rest if rest else ""), max(width - 2, 1)
+    while tail:
+        pieces.append("  " + tail[:step])
+        tail = tail[step:]
+    return pieces
+
+
+def _format(p: ModelProfile, wide: bool = False) -> list[str]:
     precisions = sorted({b for r in p.layers for b in r.params} | {1, FLOAT_BITS})
-    header = (["Layer (type)", "In bits", "Kernel bits", "Output shape (batch 1)"]
-              + [f"Params {b}b" for b in precisions]
-              + ["Memory (B)", "Binary MACs", "Float MACs"])
-    body = []
-    for r in p.layers:
-        shape = "-" if r.output_shape is None else str(r.output_shape)
-        body.append(
-            [f"{r.name} ({r.class_name})" + (f" x{r.calls} calls" if r.calls > 1 else ""),
-             "-" if r.input_bits is None else str(r.input_bits),
-             "/".join(str(b) for b in r.kernel_bits) or "-",
-             shape]
-            + [f"{r.params.get(b, 0):,}" for b in precisions]
-            + [f"{r.memory_bytes:,.2f}", _count(r.binary_macs), _count(r.float_macs)]
-        )
+    names = [f"{r.name} ({r.class_name})" + (f" x{r.calls} calls" if r.calls > 1 else "")
+             for r in p.layers]
+    if wide:
+        header = (["Layer (type)", "In bits", "Kernel bits", "Output shape (batch 1)"]
+                  + [f"Params {b}b" for b in precisions]
+                  + ["Memory (B)", "Binary MACs", "Float MACs"])
+        body = [[name,
+                 "-" if r.input_bits is None else str(r.input_bits),
+                 "/".join(str(b) for b in r.kernel_bits) or "-",
+                 "-" if r.output_shape is None else str(r.output_shape)]
+                + [f"{r.params.get(b, 0):,}" for b in precisions]
+                + [_number(r.memory_bytes), _count(r.binary_macs), _count(r.float_macs)]
+                for name, r in zip(names, p.layers)]
+        left = 4
+    else:
+        header = (["Layer (type)", "Bits in/w", "Output shape"]
+                  + [f"Params {b}b" for b in precisions] + ["Binary MACs", "Float MACs"])
+        body = [[name, _bits(r), "-" if r.output_shape is None else str(r.output_shape)]
+                + [f"{r.params.get(b, 0):,}" for b in precisions]
+                + [_count(r.binary_macs), _count(r.float_macs)]
+                for name, r in zip(names, p.layers)]
+        left = 3
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    if not wide:  # the first column takes what the others leave of TABLE_WIDTH
+        others = sum(widths[1:]) + 2 * (len(widths) - 1)
+        widths[0] = min(widths[0], max(len(header[0]), TABLE_WIDTH - others))
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
+    rows = []
+    for row in body:
+        first, *more = _wrap_name(row[0], widths[0])
+        rows.append(line([first, *row[1:]]))
+        rows.extend(more)
     rule = "-" * len(line(header))
     lines = [f'Model: "{p.name}"', rule, line(header), rule]
-    lines += [line(row) for row in body]
+    lines += rows
     lines += [
         rule,
         (f"Total parameters: {p.total_params:,} (binary: {p.binary_params:,}, "
@@ -608,9 +792,12 @@ def _format(p: ModelProfile) -> list[str]:
         f"Compression ratio: {p.compression_ratio:.2f}x",
         f"BOPs (binary MACs): {p.bops:,} ({_human(p.bops)})",
         f"FLOPs (float MACs): {p.flops:,} ({_human(p.flops)})",
-        f"OPs = BOPs/64 + FLOPs: {p.ops:,.2f} ({_human(p.ops)})",
+        f"OPs = BOPs/64 + FLOPs: {_number(p.ops)} ({_human(p.ops)})",
         f"Binary MAC fraction: {100 * p.binary_mac_fraction:.2f} %",
     ]
+    if not wide:
+        lines.append("Shapes for a batch of 1; bits: input/kernel(s). Memory per layer: "
+                     "wide=True (kbnn summary --wide).")
     if p.unknown_mac_layers:
         lines.append("Unknown MACs (not in the totals): " + ", ".join(p.unknown_mac_layers))
     lines.append(rule)

@@ -53,6 +53,9 @@ def test_demo_command_short_run(tmp_path, capsys):
     for stage in range(1, 7):
         assert f"[{stage}/6]" in stdout
     assert "Epoch 2/2" in stdout  # the Keras progress bar ran
+    # stdout is captured (not a terminal): one plain line per epoch, no ANSI escape codes
+    assert "\x1b[" not in stdout and "\r" not in stdout
+    assert "Training the binary network for 2 epochs" in stdout
 
     figures = _independent_figures(out)
     # Two binary convs and the binary dense (as a 1x1 conv) are LCE binary convolutions.

@@ -160,16 +160,23 @@ def test_summary_prints_every_layer_and_the_totals():
     lines = []
     kbnn.summary(_nested_model_model(), print_fn=lines.append)
     text = "\n".join(lines)
-    for name in ["stem", "bn", "inner/bconv", "inner/bdw", "inner/kconv", "flatten", "bdense",
-                 "head"]:
-        assert any(line.startswith(name + " (") for line in lines), name
+    names = ["stem", "bn", "inner/bconv", "inner/bdw", "inner/kconv", "flatten", "bdense", "head"]
+    # The default table fits 100 columns: a long "name (Class)" puts the class on the next line.
+    assert max(len(line) for line in lines) <= 100
+    for name in names:
+        assert any(line == name or line.startswith((name + " ", name + "  "))
+                   for line in lines), name
+    wide = []
+    kbnn.summary(_nested_model_model(), print_fn=wide.append, wide=True)
+    for name in names:
+        assert any(line.startswith(name + " (") for line in wide), name
     assert "Total parameters: 4,534 (binary: 4,128, other: 406)" in text
-    assert "Model size (binary weights at 1 bit): 2,140.00 B (2.09 KiB)" in text
-    assert "Float-32 equivalent size: 18,136.00 B (17.71 KiB)" in text
+    assert "Model size (binary weights at 1 bit): 2,140 B (2.09 KiB)" in text
+    assert "Float-32 equivalent size: 18,136 B (17.71 KiB)" in text
     assert f"Compression ratio: {18136 / 2140:.2f}x" in text  # 8.47x
     assert "BOPs (binary MACs): 23,424" in text
     assert "FLOPs (float MACs): 23,160" in text
-    assert "OPs = BOPs/64 + FLOPs: 23,526.00" in text
+    assert "OPs = BOPs/64 + FLOPs: 23,526 " in text
     assert f"Binary MAC fraction: {100 * 23424 / 46584:.2f} %" in text  # 50.28 %
     bdw_line = next(line for line in lines if line.startswith("inner/bdw"))
     assert bdw_line.split()[-2:] == [f"{3 * 3 * 16 * 2 * 4 * 4:,}", "0"]

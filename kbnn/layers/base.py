@@ -12,8 +12,35 @@ from keras import ops
 
 from kbnn import quantizers as q
 from kbnn.layers.export import QuantizedWeight, export_override
+from kbnn.quantizers._checks import check_positive_int
+from kbnn.quantizers.base import as_numeric_input
 
-__all__ = ["QuantConvMixin", "QuantizedLayerMixin", "same_padding", "validate_pad_values"]
+__all__ = ["QuantConvMixin", "QuantizedLayerMixin", "check_quantizer_role", "same_padding",
+           "validate_pad_values", "validate_size_argument"]
+
+
+def validate_size_argument(layer_name: str, name: str, value) -> int:
+    """`filters`/`units` as an int: a strictly positive integer (not a bool), checked before
+    Keras sees it (Keras accepts True and fails later, or with an unrelated message)."""
+    return check_positive_int(layer_name, name, value)
+
+
+def check_quantizer_role(layer_name: str, argument: str, quantizer, value) -> None:
+    """Refuse a weights-only quantizer (`Quantizer.applies_to` "weights") as
+    `input_quantizer`, naming the argument and why. (Activation quantizers stay valid as
+    kernel quantizers: their forms hold per output channel, as in larq.)"""
+    if quantizer is None:
+        return
+    role = getattr(quantizer, "applies_to", "both")
+    shown = value if isinstance(value, str) else type(quantizer).__name__
+    if argument == "input_quantizer" and role == "weights":
+        raise ValueError(
+            f"Invalid value for argument `input_quantizer` of {layer_name}. "
+            f"{type(quantizer).__name__} quantizes weights (its statistics are per output "
+            "channel of a kernel, over every axis but the last), not a layer's inputs. "
+            "Expected an activation quantizer such as 'ste_sign', 'approx_sign' or 'rsign'; "
+            f"use {type(quantizer).__name__} as a kernel quantizer. "
+            f"Received input_quantizer={shown!r}.")
 
 
 def same_padding(
@@ -91,6 +118,7 @@ class QuantizedLayerMixin:
         quantizers = {"input_quantizer": input_quantizer, **kernel_quantizers}
         for name, value in quantizers.items():
             quantizer = q.get(value, argument=name, owner=type(self).__name__)
+            check_quantizer_role(type(self).__name__, name, quantizer, value)
             if quantizer is not None and self.dtype_policy.quantization_mode is None:
                 quantizer.dtype_policy = self.dtype_policy.name
             setattr(self, name, quantizer)
@@ -155,8 +183,13 @@ class QuantizedLayerMixin:
                 weight.quantizer.build(weight.shape)
 
     def quantize_input(self, inputs):
+        """`inputs` through the input quantizer. Integer and bool inputs are cast to the
+        layer's compute dtype first (as Keras layers cast theirs); strings are refused with a
+        TypeError naming the layer."""
         if self.input_quantizer is None:
             return inputs
+        inputs = as_numeric_input(inputs, self.compute_dtype,
+                                  f"{type(self).__name__} {self.name!r}")
         return self.input_quantizer(inputs)
 
     def quantize_weight(self, argument: str, value):

@@ -8,7 +8,7 @@ from typing import ClassVar
 import keras
 from keras import ops
 
-from kbnn.layers.base import QuantConvMixin
+from kbnn.layers.base import QuantConvMixin, validate_size_argument
 from kbnn.layers.export import BinaryConvForm, ExportRefusal, register_export_form
 
 __all__ = ["QuantConv1D", "QuantConv2D", "QuantDepthwiseConv2D", "QuantSeparableConv2D"]
@@ -37,6 +37,7 @@ class QuantConv2D(QuantConvMixin, keras.layers.Conv2D):
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
                  pad_values=0.0, **kwargs):
+        filters = validate_size_argument(type(self).__name__, "filters", filters)
         super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values)
@@ -50,6 +51,7 @@ class QuantConv1D(QuantConvMixin, keras.layers.Conv1D):
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
                  pad_values=0.0, **kwargs):
+        filters = validate_size_argument(type(self).__name__, "filters", filters)
         super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values)
@@ -126,6 +128,7 @@ class QuantSeparableConv2D(_DepthwiseViewMixin, QuantConvMixin, keras.layers.Sep
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None,
                  depthwise_quantizer=None, pointwise_quantizer=None, pad_values=0.0, **kwargs):
+        filters = validate_size_argument(type(self).__name__, "filters", filters)
         super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_quantizers(input_quantizer, depthwise_quantizer=depthwise_quantizer,
                               pointwise_quantizer=pointwise_quantizer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kbnn.layers.base import QuantizedLayerMixin
+from kbnn.layers.base import QuantizedLayerMixin, validate_size_argument
 from kbnn.layers.export import BinaryConvForm, register_export_form
 
 __all__ = ["QuantDense"]
@@ -26,6 +26,7 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
     """
 
     def __init__(self, units, *args, input_quantizer=None, kernel_quantizer=None, **kwargs):
+        units = validate_size_argument(type(self).__name__, "units", units)
         super().__init__(units, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
 

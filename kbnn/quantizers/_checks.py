@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["check_bool", "check_choice", "check_int_in_range", "check_non_negative",
-           "check_number", "check_positive"]
+           "check_number", "check_positive", "check_positive_int", "check_positive_or_none"]
 
 
 def _fail(owner: str, name: str, expected: str, value: Any):
@@ -32,6 +32,22 @@ def check_positive(owner: str, name: str, value: Any) -> float:
     if not (_is_real(value) and value > 0):
         _fail(owner, name, "a finite, strictly positive number", value)
     return float(value)
+
+
+def check_positive_or_none(owner: str, name: str, value: Any) -> float | None:
+    """`value` as a float, or None; a number must be finite and > 0."""
+    if value is None:
+        return None
+    if not (_is_real(value) and value > 0):
+        _fail(owner, name, "a finite, strictly positive number, or None", value)
+    return float(value)
+
+
+def check_positive_int(owner: str, name: str, value: Any) -> int:
+    """`value` as an int; it must be an integer (not a bool) >= 1."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+        _fail(owner, name, "a strictly positive integer", value)
+    return int(value)
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> float:

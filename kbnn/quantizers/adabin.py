@@ -47,6 +47,8 @@ class AdaBinWeight(EDEQuantizer):
         k, t: EDE constants of the sign's gradient.
     """
 
+    applies_to = "weights"
+
     def call(self, inputs, training=None):
         alpha, beta = adabin_weight_set(inputs)
         u = (inputs - beta) / alpha
@@ -101,6 +103,7 @@ class AdaBinActivation(Quantizer):
     """
 
     precision = 1
+    applies_to = "activations"
 
     FORMS = ("paper", "code")
 

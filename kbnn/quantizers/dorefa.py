@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kbnn.quantizers._checks import check_choice, check_int_in_range
-from kbnn.quantizers.base import BinaryForm, Quantizer
+from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
 from kbnn.quantizers.registry import register_alias
 
 __all__ = ["DoReFa", "dorefa_activations", "dorefa_weights", "floor_ste"]
@@ -29,9 +29,16 @@ def dorefa_activations(x, k_bit: int = 2):
     with ``n = 2^k - 1``; gradient 1 on [0, 1], 0 outside.
 
     Ties round up (``round(v) = floor(v - 0.5) + 1``, exact for v in [0.25, n]), so for
-    ``k_bit = 1`` the output is exactly ``1 if x >= 0.5 else 0``.
+    ``k_bit = 1`` the output is exactly ``1 if x >= 0.5 else 0``. For ``k_bit = 1`` it is
+    computed as the binarizer it is, ``0.5 * s(x - 0.5) + 0.5`` with `binary_sign` (the same
+    gradient), so that NaN gives 1 as in LCE's `LceQuantize` (the rounding form gives NaN).
     """
     x = tf.convert_to_tensor(x)
+    if k_bit == 1:
+        def surrogate(u):  # d/dx of 0.5 * s(x - 0.5) is 1 on [0, 1]: s' = 2 on |u| <= 0.5
+            return 2.0 * tf.cast(tf.abs(u) <= 0.5, u.dtype)
+
+        return 0.5 * sign_with_surrogate_grad(x - tf.constant(0.5, x.dtype), surrogate) + 0.5
     n = tf.constant(_levels(k_bit), x.dtype)
     clipped = tf.clip_by_value(x, tf.constant(0.0, x.dtype), tf.constant(1.0, x.dtype))
     return (floor_ste(clipped * n - 0.5) + 1.0) / n
@@ -81,15 +88,28 @@ class DoReFa(Quantizer):
     def precision(self) -> int:  # type: ignore[override]
         return self.k_bit
 
+    @property
+    def applies_to(self) -> str:  # type: ignore[override]
+        """"weights" for ``mode="weights"`` (normalised by the kernel's max), else
+        "activations"."""
+        return "weights" if self.mode == "weights" else "activations"
+
+    def _checked_mode(self) -> str:
+        # `mode` and `k_bit` are plain attributes: a value assigned after construction is
+        # checked where it is used, so a typo cannot silently select the weights formula.
+        check_int_in_range("DoReFa", "k_bit", self.k_bit, 1, 32)
+        return check_choice("DoReFa", "mode", self.mode, _MODES)
+
     def call(self, inputs, training=None):
-        if self.mode == "activations":
+        if self._checked_mode() == "activations":
             return dorefa_activations(inputs, self.k_bit)
         return dorefa_weights(inputs, self.k_bit)
 
     def binary_form(self, inputs):
+        mode = self._checked_mode()
         if self.k_bit != 1:
             return None
-        if self.mode == "activations":
+        if mode == "activations":
             return BinaryForm(threshold=0.5, scale=0.5, offset=0.5)
         return BinaryForm()
 

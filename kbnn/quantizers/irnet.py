@@ -157,6 +157,8 @@ class LibraSign(EDEQuantizer):
         k, t: initial EDE values (the official ImageNet `IRConv2d` defaults, k = 10, t = 0.1).
     """
 
+    applies_to = "weights"
+
     def check_input_shape(self, input_shape) -> None:
         if len(input_shape) < 2 or channel_count(input_shape) < 2:
             raise ValueError(

@@ -46,6 +46,7 @@ class RSign(Quantizer):
     """
 
     precision = 1
+    applies_to = "activations"
 
     def __init__(self, threshold_initializer="zeros", threshold_regularizer=None, **kwargs):
         super().__init__(**kwargs)
@@ -94,8 +95,11 @@ class ScaledSign(_ClippedSign):
     Inference form: ``BinaryForm(scale=mean|W|)`` per output channel.
 
     Args:
-        clip_value: the weight gradient is zero where ``|W| > clip_value`` (1.0 in the code).
+        clip_value: the weight gradient is zero where ``|W| > clip_value`` (1.0 in the code);
+            None for the unclipped straight-through estimator.
     """
+
+    applies_to = "weights"
 
     def call(self, inputs, training=None):
         return scaled_sign(inputs, ste_grad(self.clip_value))

@@ -5,15 +5,15 @@ the magnitude-aware sign, Liu et al., arXiv 1808.00278), BNN+ (SignSwish, Darabi
 arXiv 1812.11800).
 
 Each binarizer is a plain function with a custom gradient plus a thin `Quantizer` class around
-it. The forward value is always the exact ``where(x >= 0, +1, -1)`` of `binary_sign` (times or
-plus constants), so the inference graph lowers to LCE's `LceQuantize`.
+it. The forward value is always the exact ``where(x < 0, -1, +1)`` of `binary_sign` (times or
+plus constants; NaN gives +1, as in LCE), so the inference graph lowers to LCE's `LceQuantize`.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from kbnn.quantizers._checks import check_positive
+from kbnn.quantizers._checks import check_positive, check_positive_or_none
 from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
 from kbnn.quantizers.registry import register_alias
 
@@ -35,9 +35,13 @@ __all__ = [
 ]
 
 
-def ste_grad(clip_value: float):
+def ste_grad(clip_value: float | None):
     """Clipped straight-through gradient ``1[|x| <= clip_value]`` (BinaryNet, Hubara et al.,
-    arXiv 1602.02830)."""
+    arXiv 1602.02830); with ``clip_value=None`` the unclipped straight-through estimator, a
+    gradient of 1 everywhere (Bengio et al., arXiv 1308.3432; larq's ``clip_value=None``)."""
+
+    if clip_value is None:
+        return tf.ones_like
 
     def grad(x):
         return tf.cast(tf.abs(x) <= clip_value, x.dtype)
@@ -78,9 +82,9 @@ def channel_mean_abs(w):
     return tf.reduce_mean(tf.abs(w), axis=list(range(w.shape.rank - 1)))
 
 
-def ste_sign(x, clip_value: float = 1.0):
+def ste_sign(x, clip_value: float | None = 1.0):
     """sign(x) (sign(0) = +1) with the clipped STE gradient ``1[|x| <= clip_value]`` (BinaryNet,
-    Hubara et al., arXiv 1602.02830)."""
+    Hubara et al., arXiv 1602.02830); ``clip_value=None`` passes the gradient unclipped."""
     return sign_with_surrogate_grad(x, ste_grad(clip_value))
 
 
@@ -94,7 +98,7 @@ def swish_sign(x, beta: float = 5.0):
     return sign_with_surrogate_grad(x, swish_sign_grad(beta))
 
 
-def ste_heaviside(x, clip_value: float = 1.0):
+def ste_heaviside(x, clip_value: float | None = 1.0):
     """Heaviside step ``1 if x >= 0 else 0`` with the clipped STE gradient ``1[|x| <= clip]``
     (the clipped STE of BinaryNet, Hubara et al., arXiv 1602.02830).
 
@@ -106,7 +110,7 @@ def ste_heaviside(x, clip_value: float = 1.0):
     return 0.5 * bit + 0.5
 
 
-def magnitude_aware_sign(w, clip_value: float = 1.0):
+def magnitude_aware_sign(w, clip_value: float | None = 1.0):
     """Bi-Real scaled weight sign ``mean|W| * sign(W)`` per output channel (Liu et al.,
     arXiv 1808.00278; see docs/methods.md, section 'Bi-Real Net').
 
@@ -118,13 +122,14 @@ def magnitude_aware_sign(w, clip_value: float = 1.0):
 
 
 class _ClippedSign(Quantizer):
-    """Shared part of the binarizers that take a `clip_value` (a strictly positive float)."""
+    """Shared part of the binarizers that take a `clip_value`: a strictly positive float, or
+    None for the unclipped straight-through estimator (gradient 1 everywhere), as in larq."""
 
     precision = 1
 
-    def __init__(self, clip_value: float = 1.0, **kwargs):
+    def __init__(self, clip_value: float | None = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.clip_value = check_positive(type(self).__name__, "clip_value", clip_value)
+        self.clip_value = check_positive_or_none(type(self).__name__, "clip_value", clip_value)
 
     def get_config(self):
         return {**super().get_config(), "clip_value": self.clip_value}
@@ -139,7 +144,8 @@ class SteSign(_ClippedSign):
     (the two differ only at exactly ``|x| = clip_value``).
 
     Args:
-        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
+        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0, or None for
+            the unclipped straight-through estimator (gradient 1 everywhere), as in larq.
     """
 
     def call(self, inputs, training=None):
@@ -203,7 +209,8 @@ class SteHeaviside(_ClippedSign):
     Backward: ``dy * 1[|x| <= clip_value]``. Inference form ``0.5 * s(x) + 0.5``.
 
     Args:
-        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
+        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0, or None for
+            the unclipped straight-through estimator (gradient 1 everywhere), as in larq.
     """
 
     def call(self, inputs, training=None):
@@ -225,8 +232,11 @@ class MagnitudeAwareSign(_ClippedSign):
     (the two differ only at exactly ``|W| = clip_value``).
 
     Args:
-        clip_value: the gradient is zero where ``|W| > clip_value``. Must be > 0.
+        clip_value: the gradient is zero where ``|W| > clip_value``. Must be > 0, or None for
+            the unclipped straight-through estimator, as in larq.
     """
+
+    applies_to = "weights"
 
     def call(self, inputs, training=None):
         return magnitude_aware_sign(inputs, self.clip_value)

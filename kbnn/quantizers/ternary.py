@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kbnn.quantizers._checks import check_bool, check_non_negative, check_positive
+from kbnn.quantizers._checks import check_bool, check_non_negative, check_positive_or_none
 from kbnn.quantizers.base import Quantizer
 from kbnn.quantizers.registry import register_alias
 from kbnn.quantizers.sign import ste_grad
@@ -20,7 +20,7 @@ def twn_threshold(x):
 
 
 def ste_tern(x, threshold_value: float = 0.05, ternary_weight_networks: bool = False,
-             clip_value: float = 1.0):
+             clip_value: float | None = 1.0):
     """``+1 if x > t, -1 if x < -t, else 0`` with the clipped STE gradient ``1[|x| <= clip]``
     (Ternary Weight Networks, Li et al., arXiv 1605.04711).
 
@@ -56,18 +56,19 @@ class SteTern(Quantizer):
     Args:
         threshold_value: the fixed threshold t (>= 0) when `ternary_weight_networks` is False.
         ternary_weight_networks: if True, t = 0.7 * mean|x| over the whole tensor (TWN).
-        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0.
+        clip_value: the gradient is zero where ``|x| > clip_value``. Must be > 0, or None for
+            the unclipped straight-through estimator (gradient 1 everywhere), as in larq.
     """
 
     precision = 2
 
     def __init__(self, threshold_value: float = 0.05, ternary_weight_networks: bool = False,
-                 clip_value: float = 1.0, **kwargs):
+                 clip_value: float | None = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.threshold_value = check_non_negative("SteTern", "threshold_value", threshold_value)
         self.ternary_weight_networks = check_bool(
             "SteTern", "ternary_weight_networks", ternary_weight_networks)
-        self.clip_value = check_positive("SteTern", "clip_value", clip_value)
+        self.clip_value = check_positive_or_none("SteTern", "clip_value", clip_value)
 
     def call(self, inputs, training=None):
         return ste_tern(inputs, self.threshold_value, self.ternary_weight_networks,

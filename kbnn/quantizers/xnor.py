@@ -84,6 +84,7 @@ class XnorWeight(Quantizer):
     """
 
     precision = 1
+    applies_to = "weights"
 
     def call(self, inputs, training=None):
         return xnor_weight(inputs)

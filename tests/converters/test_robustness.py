@@ -249,5 +249,6 @@ def test_cli_inspect_corrupt_file_is_one_clear_line(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert lines[0].startswith("kbnn: error: ValueError: not a valid TFLite flatbuffer: ")
-    assert "error: error" not in lines[0] and "struct.error" in lines[0]
+    # the file is named, and the structure check says where the bytes break (issue 11)
+    assert lines[0].startswith(f"kbnn: error: {path}: not a valid TFLite flatbuffer: ")
+    assert "error: error" not in lines[0] and "broken structure at root offset" in lines[0]

@@ -132,8 +132,10 @@ def test_binarizer_graphs_use_select_and_no_sign(make):
     inference_ops = _graph(quantizer.inference).get_operations()
     selects = [op for op in inference_ops if op.type == "SelectV2"]
     assert selects, [op.type for op in inference_ops]
-    for op in selects:  # the LCE pattern: SelectV2(cond, +1.0, -1.0) with scalar constants
-        assert (_const_value(op.inputs[1]), _const_value(op.inputs[2])) == (1.0, -1.0)
+    for op in selects:  # the LCE patterns: SelectV2(cond, +1.0, -1.0) or (cond, -1.0, +1.0)
+        # with scalar constants; kbnn writes where(x < t, -1, +1) (NaN -> +1, as LceQuantize)
+        assert (_const_value(op.inputs[1]), _const_value(op.inputs[2])) == (-1.0, 1.0)
+        assert op.inputs[0].op.type == "Less"
     training_ops = _graph(quantizer.call).get_operations()
     for ops in (inference_ops, training_ops):
         assert "Sign" not in {op.type for op in ops}
