@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbnn import _keras_compat as compat
-from kbnn.layers.base import QuantizedLayerMixin
+from kbnn.layers.base import QuantizedLayerMixin, same_padding
 from kbnn.layers.export import BinaryConvForm, ExportRefusal, export_form
 
 from .binary_conv import BinaryConvSpec, binary_conv2d, has_correction_terms, needs_border_map
@@ -147,7 +147,7 @@ def _reshape_kernel(kform: KernelForm, shape) -> KernelForm:
     return KernelForm(sign=kform.sign.reshape(shape), scale=kform.scale, offset=kform.offset)
 
 
-_SPEC_PADDING = {"valid": "valid", "same": "same", "causal": "explicit"}
+_SPEC_PADDING = {"valid": "valid", "same": "same", "causal": "explicit", "explicit": "explicit"}
 
 
 def _corrections(form: InputForm, kform: KernelForm, padding: str, pad_values: float,
@@ -217,8 +217,13 @@ def _plan_binary(layer, form: BinaryConvForm, target: str) -> LayerPlan:
             amounts = list(form.padding_amounts(tuple(input_shape)))
             if not rank2:
                 amounts = [(0, 0)] + amounts
+        mode = padding
+        if mode == "explicit" and form.padding == "explicit" and rank2 and [
+                tuple(a) for a in amounts] == [tuple(a) for a in same_padding(
+                    tuple(input_shape)[1:3], kform.sign.shape[:2], strides, dilations)]:
+            mode = "same"  # explicit amounts that are TensorFlow's SAME: LCE's native padding
         return BinaryConvSpec(
-            kernel=kform, strides=strides, dilations=dilations, groups=groups, padding=padding,
+            kernel=kform, strides=strides, dilations=dilations, groups=groups, padding=mode,
             pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts), pad_values=pad_values,
             bias=bias, activation=activation, out_scale=affine[0], out_shift=affine[1])
 

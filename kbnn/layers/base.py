@@ -240,8 +240,24 @@ class QuantConvMixin(QuantizedLayerMixin):
     and `_finish`.
     """
 
-    def _init_pad_values(self, pad_values):
-        self.pad_values = validate_pad_values(type(self).__name__, pad_values, self.input_quantizer)
+    symmetric_padding: bool = False
+
+    def _init_pad_values(self, pad_values, symmetric_padding: bool = False):
+        owner = type(self).__name__
+        self.pad_values = validate_pad_values(owner, pad_values, self.input_quantizer)
+        if not isinstance(symmetric_padding, bool):
+            raise ValueError(
+                f"Invalid value for argument `symmetric_padding` of {owner}. Expected a bool. "
+                f"Received symmetric_padding={symmetric_padding!r}.")
+        if symmetric_padding:
+            extents = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation_rate)]
+            if self.padding != "same" or any(e % 2 for e in extents):
+                raise ValueError(
+                    f"Invalid value for argument `symmetric_padding` of {owner}. It needs "
+                    "padding='same' and odd (dilated) kernel sizes, so that the same amount "
+                    f"pads both sides. Received padding={self.padding!r}, "
+                    f"kernel_size={self.kernel_size}, dilation_rate={self.dilation_rate}.")
+        self.symmetric_padding = symmetric_padding
 
     @property
     def _channels_last(self) -> bool:
@@ -275,6 +291,8 @@ class QuantConvMixin(QuantizedLayerMixin):
         rank = len(self.kernel_size)
         if self.padding == "causal":
             return [(self.dilation_rate[0] * (self.kernel_size[0] - 1), 0)]
+        if self.padding == "same" and self.symmetric_padding:
+            return [(d * (k - 1) // 2,) * 2 for k, d in zip(self.kernel_size, self.dilation_rate)]
         if self.padding == "same":
             spatial = input_shape[1:-1] if self._channels_last else input_shape[2:]
             return same_padding(spatial, self.kernel_size, self.strides, self.dilation_rate)
@@ -287,7 +305,8 @@ class QuantConvMixin(QuantizedLayerMixin):
         padding and SAME padding with ``pad_values != 0`` become an explicit pad + VALID;
         a constant pad level is a constant `tf.pad` (the pattern LCE fuses into its bconv).
         """
-        if self.padding == "valid" or (self.padding == "same" and self.pad_values == 0.0):
+        if self.padding == "valid" or (self.padding == "same" and self.pad_values == 0.0
+                                       and not self.symmetric_padding):
             return x, self.padding
         amounts = self.padding_amounts(_shape_with_dynamic_dims(x))
         if self._channels_last:

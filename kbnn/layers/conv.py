@@ -32,15 +32,23 @@ class QuantConv2D(QuantConvMixin, keras.layers.Conv2D):
         pad_values: value used for SAME padding: 0.0 pads the quantized input with zeros; 1.0
             pads with the +1 level of the input quantizer (what LCE runs natively). With a
             binarized input only 0.0 and 1.0 are allowed; otherwise any number, padded as is.
+        symmetric_padding: with padding="same", pad ``dilation * (k - 1) / 2`` on both sides of
+            each spatial axis (PyTorch's ``padding=k // 2``) instead of TensorFlow's SAME, which
+            puts the odd pixel after (for a stride-2 conv of an even input: 0 before, 1 after).
+            The output size is the same; use it to compute exactly what a PyTorch-trained
+            model computes. Needs odd (dilated) kernel sizes.
         **kwargs: every argument of `keras.layers.Conv2D` (`groups` included).
     """
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
-                 pad_values=0.0, **kwargs):
+                 pad_values=0.0, symmetric_padding=False, **kwargs):
         filters = validate_size_argument(type(self).__name__, "filters", filters)
         super().__init__(filters, kernel_size, *args, **kwargs)
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
-        self._init_pad_values(pad_values)
+        self._init_pad_values(pad_values, symmetric_padding)
+
+    def get_config(self):
+        return {**super().get_config(), "symmetric_padding": self.symmetric_padding}
 
 
 @_register
@@ -160,7 +168,7 @@ def conv_export_form(layer) -> BinaryConvForm | ExportRefusal:
         strides=tuple(layer.strides),
         dilation_rate=tuple(layer.dilation_rate),
         groups=int(layer.groups),
-        padding=layer.padding,
+        padding="explicit" if layer.symmetric_padding else layer.padding,
         pad_values=float(layer.pad_values),
         padding_amounts=layer.padding_amounts,
         bias=layer.bias if layer.use_bias else None,

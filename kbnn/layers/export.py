@@ -93,7 +93,8 @@ class BinaryConvForm:
             (1, 1, Cin, Cout)).
         strides, dilation_rate: per spatial axis of the layer (1 or 2 values).
         groups: grouped convolution.
-        padding: "valid", "same" or "causal" (explicit left padding of a 1-D conv).
+        padding: "valid", "same" (TensorFlow's SAME amounts), "causal" (explicit left padding
+            of a 1-D conv) or "explicit" (the amounts `padding_amounts` gives, e.g. symmetric).
         pad_values: the value padded in: 0.0 (zeros) or 1.0 (the +1 level of `input_quantizer`).
         padding_amounts: ``input_shape -> [(before, after), ...]`` per spatial axis of the
             layer, for SAME / causal padding (None: no padding).
@@ -118,10 +119,10 @@ class BinaryConvForm:
             raise ValueError(
                 "Invalid value for argument `layout` of BinaryConvForm. Expected one of "
                 f"'nhwc', 'nwc', 'dense'. Received layout={self.layout!r}.")
-        if self.padding not in ("valid", "same", "causal"):
+        if self.padding not in ("valid", "same", "causal", "explicit"):
             raise ValueError(
                 "Invalid value for argument `padding` of BinaryConvForm. Expected one of "
-                f"'valid', 'same', 'causal'. Received padding={self.padding!r}.")
+                f"'valid', 'same', 'causal', 'explicit'. Received padding={self.padding!r}.")
 
 
 @dataclass(frozen=True)
