@@ -330,6 +330,7 @@ class QuantizerSchedule(keras.callbacks.Callback):
     def get_config(self) -> dict:
         return {
             "variables": {name: _serialize_schedule(fn) for name, fn in self.schedules.items()},
+            "schedule": None,  # every schedule is in `variables`
             "update_freq": self.update_freq,
             "quantizer_class": (None if self.quantizer_class is None
                                 else [_class_name(c) for c in self.quantizer_class]),

@@ -5,6 +5,7 @@ weighting (Guo, Bethge, Meinel, Yang, arXiv 2211.12933). See docs/training.md.""
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -116,8 +117,9 @@ class DistributionLoss(keras.losses.Loss):
         return loss * (temperature * temperature)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "temperature": self.temperature, "kind": self.kind,
-                "from_logits": self.from_logits}
+        dtype = self.dtype_policy.name if getattr(self, "dtype_policy", None) else None
+        return {"dtype": dtype, **super().get_config(), "temperature": self.temperature,
+                "kind": self.kind, "from_logits": self.from_logits}
 
 
 class _FunctionLoss(keras.losses.Loss):
@@ -442,6 +444,7 @@ class Distiller(keras.Model):
             "teachers": [serialize(t) for t in self.teachers],
             "assistant_teachers": [serialize(t) for t in self.assistant_teachers],
             "distillation_loss": serialize(self.distillation_loss),
+            "temperature": None,  # held by distillation_loss
             "distillation_weight": self.distillation_weight,
             "ground_truth_weight": self.ground_truth_weight,
             "teacher_weighting": self.teacher_weighting,
@@ -451,7 +454,7 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras' deserialisation consumes nested configs
 
         def deserialize(value):
             return keras.saving.deserialize_keras_object(value, custom_objects=custom_objects)
@@ -517,4 +520,9 @@ class AssistantTeacherSchedule(keras.callbacks.Callback):
             logs["assistant_index"] = int(ops.convert_to_numpy(self._target().assistant_index))
 
     def get_config(self) -> dict:
+        """The schedule; the Distiller it drives is bound again when training starts."""
         return {"total_epochs": self.total_epochs}
+
+    @classmethod
+    def from_config(cls, config: dict) -> AssistantTeacherSchedule:
+        return cls(**config)
