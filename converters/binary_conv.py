@@ -165,6 +165,16 @@ def _window_sum_term(s, form: InputForm, spec: BinaryConvSpec, *, pad_one: bool,
     return sums * _const(kh * kw * coef, name + "_window_coef")
 
 
+def _window_fits(x, spec: BinaryConvSpec) -> bool:
+    """Whether the (dilated) kernel window fits in the input map. LCE 0.16's optimised bconv
+    kernel computes same-zero padding wrongly on maps smaller than the window (a 3x3 conv on a
+    1x1 or 2x2 map); such convs pad with +1 and subtract the border map instead."""
+    kh, kw = spec.kernel.sign.shape[:2]
+    extent_h = spec.dilations[0] * (kh - 1) + 1
+    extent_w = spec.dilations[1] * (kw - 1) + 1
+    return int(x.shape[1]) >= extent_h and int(x.shape[2]) >= extent_w
+
+
 def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name: str):
     """Export graph of ``out_scale * (conv(pad(x_q), W_q) + bias) + out_shift`` then activation;
     `x` is NHWC float."""
@@ -181,11 +191,12 @@ def binary_conv2d(x, form: InputForm, spec: BinaryConvSpec, *, target: str, name
         s = tf.where(x < threshold, -1.0, 1.0)  # NaN -> +1, as LceQuantize
         conv_padding = "VALID"
         if spec.has_padding:
-            if spec.pad_values == 0.0 and form.is_plain_sign and target == "arm":
+            if (spec.pad_values == 0.0 and form.is_plain_sign and target == "arm"
+                    and _window_fits(x, spec)):
                 conv_padding = "SAME"  # LCE same-zero
             else:
                 pad_one = True
-                border = needs_border_map(form, spec.padding, spec.pad_values, target)
+                border = spec.pad_values == 0.0
     kernel = spec.kernel
     s_main = tf.pad(s, _pad_spec(spec.pad_amounts), constant_values=1.0) if pad_one else s
     y = _conv(s_main, kernel.sign, spec, conv_padding, name + "_bconv")
