@@ -158,8 +158,8 @@ def fold_batch_norms(model, plans: list[LayerPlan]) -> FoldResult:
         if callable(pairs):
             for conv, bn in pairs():
                 plan = candidates.get(id(conv))
-                if plan is None:
-                    continue
+                if plan is None or plan.folded_bn is bn:
+                    continue  # not a candidate, or the same pair declared by block and unit
                 seen.add(id(conv))
                 problem = _bn_problem(bn, None, conv.compute_dtype)
                 if problem:

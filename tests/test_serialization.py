@@ -89,6 +89,7 @@ RECIPES = {
     "kbnn>EpochLinearDecay": Recipe({"initial_learning_rate": 0.1, "epochs": 5,
                                      "steps_per_epoch": 3}),
     "kbnn>CaseOptimizer": Recipe({"default_optimizer": keras.optimizers.Adam(0.01)}),
+    "kbnn>InfoRecoupling": Recipe(input_shape=[(2, 6, 6, 8), (2, 6, 6, 8)]),
 }
 
 # Constructor arguments that are live objects, not configuration: a predicate or metric bound
@@ -169,10 +170,15 @@ def _flat(outputs):
 
 # ----------------------------------------------------------------------------- per kind
 def _roundtrip_layer(obj, recipe, tmp_path, rng):
-    inputs = keras.Input(batch_shape=recipe.input_shape)  # static: weight quantizers need it
+    shapes = recipe.input_shape  # static shapes: weight quantizers need them
+    if isinstance(shapes, list):  # a layer called on a list of tensors
+        inputs = [keras.Input(batch_shape=shape) for shape in shapes]
+        x = [rng.normal(size=shape).astype("float32") for shape in shapes]
+    else:
+        inputs = keras.Input(batch_shape=shapes)
+        x = rng.normal(size=shapes).astype("float32")
     model = keras.Model(inputs, obj(inputs))
     _perturb_weights(model, rng)
-    x = rng.normal(size=recipe.input_shape).astype("float32")
     expected = _flat(model(x, training=False))
     loaded = _save_and_load(model, tmp_path)
     restored = loaded.get_layer(obj.name)

@@ -9,8 +9,10 @@ BatchNormalizations that the converter may fold into a binary convolution. See d
 
 from kbnn.blocks.adabin import AdaBinBlock
 from kbnn.blocks.bireal import BiRealBlock
+from kbnn.blocks.bnext import BNextBlock
 from kbnn.blocks.reactnet import ReActNetBlock
 from kbnn.blocks.shortcut import AvgPoolShortcut
 from kbnn.blocks.xnor import XnorBlock
 
-__all__ = ["AdaBinBlock", "AvgPoolShortcut", "BiRealBlock", "ReActNetBlock", "XnorBlock"]
+__all__ = ["AdaBinBlock", "AvgPoolShortcut", "BNextBlock", "BiRealBlock", "ReActNetBlock",
+           "XnorBlock"]

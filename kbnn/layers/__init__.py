@@ -2,6 +2,7 @@
 layers (`QuantizedWeight`, `BinaryConvForm`, `register_export_form`, `export_scope`)."""
 
 from kbnn.layers.base import QuantConvMixin, QuantizedLayerMixin
+from kbnn.layers.bnext import BNextFFN, ELMAttention, InfoRecoupling, RangeClip, SqueezeExpand
 from kbnn.layers.bnn import LearnableBias, Maxout, RPReLU
 from kbnn.layers.conv import QuantConv1D, QuantConv2D, QuantDepthwiseConv2D, QuantSeparableConv2D
 from kbnn.layers.dense import QuantDense
@@ -18,9 +19,12 @@ from kbnn.layers.export import (
 from kbnn.layers.normalization import FusedBatchNormalization
 
 __all__ = [
+    "BNextFFN",
     "BinaryConvForm",
+    "ELMAttention",
     "ExportRefusal",
     "FusedBatchNormalization",
+    "InfoRecoupling",
     "LearnableBias",
     "Maxout",
     "QuantConv1D",
@@ -32,6 +36,8 @@ __all__ = [
     "QuantizedLayerMixin",
     "QuantizedWeight",
     "RPReLU",
+    "RangeClip",
+    "SqueezeExpand",
     "export_form",
     "export_override",
     "export_scope",

@@ -5,13 +5,14 @@ Every quantizer is a Keras layer resolvable by a string alias through `get`; bin
 
 Methods and papers: BinaryNet STE (arXiv 1602.02830), XNOR-Net (arXiv 1603.05279), Bi-Real Net
 (arXiv 1808.00278), ReActNet (arXiv 2003.03488), IR-Net (arXiv 1909.10788), AdaBin
-(arXiv 2208.08084), DoReFa-Net (arXiv 1606.06160), Ternary Weight Networks (arXiv 1605.04711),
-BNN+ (arXiv 1812.11800) and int8 fake quantization (arXiv 1712.05877). Formulas, gradients and
-reference values: docs/methods.md.
+(arXiv 2208.08084), BNext (arXiv 2211.12933), DoReFa-Net (arXiv 1606.06160), Ternary Weight
+Networks (arXiv 1605.04711), BNN+ (arXiv 1812.11800) and int8 fake quantization
+(arXiv 1712.05877). Formulas, gradients and reference values: docs/methods.md.
 """
 
 from kbnn.quantizers.adabin import AdaBinActivation, AdaBinWeight
 from kbnn.quantizers.base import BinaryForm, Quantizer, binary_sign, sign_with_surrogate_grad
+from kbnn.quantizers.bnext import BNextWeight, HardSign, bnext_weight, hard_sign
 from kbnn.quantizers.dorefa import DoReFa
 from kbnn.quantizers.fake_quant import FakeQuant
 from kbnn.quantizers.irnet import EDEQuantizer, EDESign, LibraSign, ede_grad, ede_sign
@@ -38,11 +39,13 @@ __all__ = [
     "AdaBinActivation",
     "AdaBinWeight",
     "ApproxSign",
+    "BNextWeight",
     "BinaryForm",
     "DoReFa",
     "EDEQuantizer",
     "EDESign",
     "FakeQuant",
+    "HardSign",
     "LibraSign",
     "MagnitudeAwareSign",
     "NoOp",
@@ -57,10 +60,12 @@ __all__ = [
     "approx_sign",
     "approx_sign_grad",
     "binary_sign",
+    "bnext_weight",
     "deserialize",
     "ede_grad",
     "ede_sign",
     "get",
+    "hard_sign",
     "known_aliases",
     "magnitude_aware_sign",
     "register_alias",

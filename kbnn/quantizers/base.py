@@ -166,6 +166,11 @@ class Quantizer(keras.layers.Layer):
         """Affine-binary form for these inputs, or ``None`` if this quantizer is not binary."""
         return None
 
+    def binary_form_unavailable_reason(self) -> str | None:
+        """Why `binary_form` is None right now although the quantizer binarizes in the end (e.g.
+        a temperature not annealed yet), or None. The converter puts it in its error."""
+        return None
+
     @property
     def is_binary(self) -> bool:
         return self.precision == 1

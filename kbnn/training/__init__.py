@@ -37,3 +37,7 @@ __all__ += ["EpochCosineDecay", "EpochLinearDecay", "Recipe", "bireal_net_18", "
             "is_conv_kernel", "reactnet_a"]
 __all__ += ["exclude_binary_weights_from_decay", "replace_weight_quantizers", "to_step1",
             "to_step2", "weight_decay_exclusions"]
+
+from kbnn.training.bnext import bnext_tau, bnext_tau_schedule
+
+__all__ += ["bnext_tau", "bnext_tau_schedule"]
