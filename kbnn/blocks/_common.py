@@ -89,6 +89,9 @@ class QuantizerSpec:
         if quantizer is not None:
             serialized = kq.serialize(quantizer)
             serialized.pop("build_config", None)
+            # Inside `load_model`, Keras tags objects it serialises with the id of shared
+            # objects; a quantizer spec is a recipe, never a shared object.
+            serialized.pop("shared_object_id", None)
             # each convolution's copy gets its own (automatic) layer name
             serialized.get("config", {}).pop("name", None)
             self._serialized = serialized

@@ -1,0 +1,412 @@
+"""Write the PyTorch checkpoint fixtures (tests/zoo/fixtures) of tests/zoo/test_torch_*.py and
+test_weights.py. Run it with a Python that has torch (kbnn and its tests never import torch):
+
+    /path/to/python-with-torch tests/zoo/make_torch_fixtures.py
+
+Every checkpoint is written by `torch.save`; the expected values are computed by torch and saved
+next to it as .npz (torch -> numpy). The ReActNet checkpoints (the official module names, at 1/32
+of the published width) are committed gzipped, with the logits torch computes. The malicious
+checkpoints carry a payload that would create the file named by $KBNN_PWNED_MARKER; this script
+checks that `torch.load(weights_only=False)` does run it (so the fixture is live) in a temporary
+folder. The fixtures stay under 200 KiB in all.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import io
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+import torch
+from torch import nn
+
+HERE = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy()
+    return t.detach().contiguous().numpy()
+
+
+def save_expected(name: str, tensors: dict[str, torch.Tensor]) -> None:
+    np.savez(HERE / f"{name}.npz", **{k: to_numpy(v) for k, v in tensors.items()})
+
+
+def dtype_tensors() -> collections.OrderedDict:
+    g = torch.Generator().manual_seed(0)
+    return collections.OrderedDict(
+        f32=torch.randn(3, 4, generator=g),
+        f16=torch.randn(5, generator=g).half(),
+        f64=torch.randn(2, 3, generator=g).double(),
+        bf16=torch.randn(2, 2, generator=g).bfloat16(),
+        i64=torch.arange(-3, 3, dtype=torch.int64),
+        i32=torch.tensor([[1, -2], [3, -4]], dtype=torch.int32),
+        u8=torch.tensor([0, 7, 255], dtype=torch.uint8),
+        flags=torch.tensor([True, False, True]),
+        scalar=torch.tensor(2.5),
+        empty=torch.zeros(0, 3),
+    )
+
+
+def view_tensors() -> dict:
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    return {
+        "base": base,
+        "transposed": base.t(),           # strides (1, 6), same storage
+        "slice": base[1:3, ::2],          # offset 6, strides (6, 2)
+        "column": base[:, 2],             # offset 2, stride 6
+        "narrow": base.view(-1)[5:17].view(3, 4),  # offset 5
+    }
+
+
+class Evil:
+    """Pickles as a call of `func(*args)`: what a hostile checkpoint does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+# Reference layers in the style of the official ReActNet/BNext code.
+class LearnableBias(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x):
+        return x + self.bias.expand_as(x)
+
+
+class HardBinaryConv(nn.Module):
+    def __init__(self, cin, cout, k=3, padding=1):
+        super().__init__()
+        self.shape = (cout, cin, k, k)
+        self.padding = padding
+        self.weight = nn.Parameter(torch.randn(cout * cin * k * k, 1) * 0.1)
+
+    def forward(self, x):
+        w = self.weight.view(self.shape)
+        scale = w.abs().mean(dim=(1, 2, 3), keepdim=True)
+        return nn.functional.conv2d(torch.sign(x), scale * torch.sign(w), padding=self.padding)
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.move = LearnableBias(8)
+        self.binary_conv = HardBinaryConv(8, 8)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.prelu = nn.PReLU(8)
+        self.depthwise = nn.Conv2d(8, 16, 3, padding=1, groups=8, bias=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.move(self.bn1(self.conv1(x)))
+        x = self.prelu(self.bn2(self.binary_conv(x)) + x)
+        x = self.depthwise(x).mean(dim=(2, 3))
+        return self.fc(x)
+
+
+def tiny_model() -> None:
+    torch.manual_seed(0)
+    net = TinyNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        for bn in (net.bn1, net.bn2):
+            bn.running_mean.normal_(0, 0.3)
+            bn.running_var.uniform_(0.5, 1.5)
+    net.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+    state = collections.OrderedDict(("module." + k, v) for k, v in net.state_dict().items())
+    torch.save({"epoch": 3, "state_dict": state, "best_top1_acc": torch.tensor(12.5)},
+               HERE / "tiny_model.pth.tar")
+    np.savez(HERE / "tiny_model.npz", input_nhwc=x.permute(0, 2, 3, 1).numpy(),
+             output=y.numpy())
+
+
+class RABlock(nn.Module):
+    """The official ReActNet-A BasicBlock (mobilenet/2_step2/reactnet.py), same module names."""
+
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        self.move11 = LearnableBias(inplanes)
+        self.binary_3x3 = OfficialBinaryConv(inplanes, inplanes, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.move12, self.prelu1, self.move13 = (
+            LearnableBias(inplanes), nn.PReLU(inplanes), LearnableBias(inplanes))
+        self.move21 = LearnableBias(inplanes)
+        if inplanes == planes:
+            self.binary_pw = OfficialBinaryConv(inplanes, planes, 1, 1, 0)
+            self.bn2 = nn.BatchNorm2d(planes)
+        else:
+            self.binary_pw_down1 = OfficialBinaryConv(inplanes, inplanes, 1, 1, 0)
+            self.binary_pw_down2 = OfficialBinaryConv(inplanes, inplanes, 1, 1, 0)
+            self.bn2_1, self.bn2_2 = nn.BatchNorm2d(inplanes), nn.BatchNorm2d(inplanes)
+        self.move22, self.prelu2, self.move23 = (
+            LearnableBias(planes), nn.PReLU(planes), LearnableBias(planes))
+        self.stride, self.inplanes, self.planes = stride, inplanes, planes
+        self.pooling = nn.AvgPool2d(2, 2)
+
+    def forward(self, x):
+        out1 = self.bn1(self.binary_3x3(torch.sign(self.move11(x))))
+        if self.stride == 2:
+            x = self.pooling(x)
+        out1 = self.move13(self.prelu1(self.move12(x + out1)))
+        out2 = torch.sign(self.move21(out1))
+        if self.inplanes == self.planes:
+            out2 = self.bn2(self.binary_pw(out2)) + out1
+        else:
+            out2 = torch.cat([self.bn2_1(self.binary_pw_down1(out2)) + out1,
+                              self.bn2_2(self.binary_pw_down2(out2)) + out1], dim=1)
+        return self.move23(self.prelu2(self.move22(out2)))
+
+
+# The official code pads its stride-2 3x3 convolutions by 1 on every side (padding=1);
+# kbnn.zoo.ReActNetA uses Keras' SAME padding, which for even sizes pads 0 before and 1 after.
+# The replica pads as kbnn does, so that the test checks the checkpoint mapping itself; set
+# False to get the official padding.
+KERAS_SAME_PADDING = True
+
+
+def conv2d(x, w, stride, padding):
+    if KERAS_SAME_PADDING and stride == 2 and padding == 1:
+        return nn.functional.conv2d(nn.functional.pad(x, (0, 1, 0, 1)), w, stride=2)
+    return nn.functional.conv2d(x, w, stride=stride, padding=padding)
+
+
+class OfficialBinaryConv(nn.Module):
+    """HardBinaryConv in eval mode: conv(x, sign(W)) * mean|W| per output channel; the weights
+    are stored flattened as `weights` (O*I*k*k, 1)."""
+
+    def __init__(self, cin, cout, k, stride, padding):
+        super().__init__()
+        self.shape, self.stride, self.padding = (cout, cin, k, k), stride, padding
+        self.weights = nn.Parameter(torch.randn(cout * cin * k * k, 1))
+
+    def forward(self, x):
+        w = self.weights.view(self.shape)
+        scale = w.abs().mean(dim=(1, 2, 3)).reshape(-1, 1, 1)
+        return conv2d(x, torch.sign(w), self.stride, self.padding) * scale
+
+
+class ReActNetA(nn.Module):
+    """The official `reactnet` module (feature.0 = firstconv3x3, feature.1..13, fc) at any
+    width; stride 2 where the width changes except into block 1 (the official `!= 64`)."""
+
+    def __init__(self, widths, classes):
+        super().__init__()
+        first = nn.Module()
+        first.conv1 = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
+        first.bn1 = nn.BatchNorm2d(widths[0])
+        self.feature = nn.ModuleList([first])
+        for i in range(1, len(widths)):
+            stride = 2 if widths[i] != widths[i - 1] and i != 1 else 1
+            self.feature.append(RABlock(widths[i - 1], widths[i], stride))
+        self.fc = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        first = self.feature[0]
+        x = first.bn1(conv2d(x, first.conv1.weight, 2, 1))
+        for block in self.feature[1:]:
+            x = block(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def reactnet_a() -> None:
+    """ReActNet-A at 1/32 of the published width (stem 1 channel ... 32), 10 classes, in PyTorch
+    1.4's legacy format, as the official release."""
+    torch.manual_seed(1)
+    widths = [c // 32 for c in [32, 64, 128, 128, 256, 256] + [512] * 6 + [1024] * 2]
+    net = ReActNetA(widths, classes=10)
+    randomize(net)
+    save_release(net, "reactnet_a_w1_32", torch.randn(1, 3, 32, 32).half().float(), legacy=True)
+
+
+def same_pad(x, k, value=0.0):
+    """Keras SAME padding of a stride-2 k x k window on an even size: (k-2)//2 before, the rest
+    after (the official code pads (k-1)//2 on both sides)."""
+    before = (k - 2) // 2
+    return nn.functional.pad(x, (before, k - 2 - before, before, k - 2 - before), value=value)
+
+
+class RRBlock(nn.Module):
+    """The official ReActNet ResNet BasicBlock (resnet/2_step2/birealnet.py), same names; the
+    binary weight is stored OIHW as `binary_conv.weight`."""
+
+    def __init__(self, inplanes, planes, stride, downsample):
+        super().__init__()
+        self.move0 = LearnableBias(inplanes)
+        self.binary_conv = nn.Module()
+        self.binary_conv.weight = nn.Parameter(torch.randn(planes, inplanes, 3, 3))
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.move1, self.prelu, self.move2 = (
+            LearnableBias(planes), nn.PReLU(planes), LearnableBias(planes))
+        self.downsample, self.stride = downsample, stride
+
+    def forward(self, x):
+        w = self.binary_conv.weight
+        scale = w.abs().mean(dim=(1, 2, 3)).reshape(-1, 1, 1)
+        out = torch.sign(self.move0(x))
+        out = conv2d(out, torch.sign(w), self.stride, 1) * scale
+        out = self.bn1(out) + (x if self.downsample is None else self.downsample(x))
+        return self.move2(self.prelu(self.move1(out)))
+
+
+class ReActNetResNet18(nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        inplanes = widths[0]
+        for stage, planes in enumerate(widths, start=1):
+            stride = 1 if stage == 1 else 2
+            blocks = []
+            for b in range(4):
+                downsample = None
+                if b == 0 and (stride != 1 or inplanes != planes):
+                    downsample = nn.Sequential(nn.AvgPool2d(2, stride),
+                                               nn.Conv2d(inplanes, planes, 1, bias=False),
+                                               nn.BatchNorm2d(planes))
+                blocks.append(RRBlock(inplanes, planes, stride if b == 0 else 1, downsample))
+                inplanes = planes
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        if KERAS_SAME_PADDING:
+            x = self.bn1(nn.functional.conv2d(same_pad(x, 7), self.conv1.weight, stride=2))
+            x = nn.functional.max_pool2d(same_pad(x, 3, -float("inf")), 3, 2)
+        else:
+            x = nn.functional.max_pool2d(self.bn1(self.conv1(x)), 3, 2, 1)
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def randomize(net):
+    """Weights that exercise every mapping: biases, slopes, BN statistics; latent binary
+    weights from a few magnitudes (so that the gzipped fixture stays small)."""
+    levels = torch.tensor([0.25, 0.5, 1.0, 2.0])
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "move" in name:
+                p.normal_(0, 0.1)
+            elif "prelu" in name:
+                p.uniform_(0.05, 0.5)
+            elif name.endswith((".weights", "binary_conv.weight")):
+                p.copy_(levels[torch.randint(0, 4, p.shape)] * torch.sign(torch.randn(p.shape)))
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.normal_(0, 0.2)
+                module.running_mean.normal_(0, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    net.eval()
+
+
+def save_release(net, name, x, legacy):
+    """Save as the official releases are: nn.DataParallel keys under 'state_dict', plus epoch /
+    best_top1_acc / optimizer entries; gzipped for the repository."""
+    with torch.no_grad():
+        y = net(x)
+    state = collections.OrderedDict(("module." + k, v) for k, v in net.state_dict().items())
+    optimizer = {"state": {}, "param_groups": [{
+        "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
+        "params": list(range(len(state)))}]}
+    buffer = io.BytesIO()
+    torch.save({"epoch": 255, "state_dict": state, "best_top1_acc": torch.tensor(69.5),
+                "optimizer": optimizer}, buffer, _use_new_zipfile_serialization=not legacy)
+    (HERE / f"{name}.pth.tar.gz").write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    np.savez(HERE / f"{name}.npz", input_nhwc=x.permute(0, 2, 3, 1).numpy().astype(np.float16),
+             logits=y.numpy())
+
+
+def reactnet_resnet18() -> None:
+    """ReActNet on Bi-Real-18 at 1/32 of the published width, 10 classes, zip format."""
+    torch.manual_seed(2)
+    net = ReActNetResNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
+    randomize(net)
+    save_release(net, "reactnet_resnet18_w1_32", torch.randn(1, 3, 32, 32).half().float(),
+                 legacy=False)
+
+
+def big_endian_copy(src: pathlib.Path, dst: pathlib.Path, itemsizes: list[int]) -> None:
+    """Rewrite a zip checkpoint as a big-endian machine would have written it: every storage
+    byte-swapped (storage keys are numbered in pickling order) and byteorder = big."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            head, _, tail = info.filename.rpartition("/data/")
+            if head and tail.isdigit():
+                size = itemsizes[int(tail)]
+                data = np.frombuffer(data, dtype=f"<u{size}").astype(f">u{size}").tobytes() \
+                    if size > 1 else data
+            elif info.filename.endswith("/byteorder"):
+                data = b"big"
+            zout.writestr(info.filename, data)
+
+
+def check_payload_is_live(path: pathlib.Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = pathlib.Path(tmp) / "marker"
+        code = f"import torch; torch.load({str(path)!r}, weights_only=False)"
+        subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                       env={**os.environ, "KBNN_PWNED_MARKER": str(marker)})
+        assert marker.exists(), f"payload of {path.name} did not run under torch.load"
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    dtypes = dtype_tensors()
+    torch.save(dtypes, HERE / "dtypes.pt")
+    save_expected("dtypes", dtypes)
+
+    itemsizes = [t.element_size() for t in dtypes.values()]
+    big_endian_copy(HERE / "dtypes.pt", HERE / "dtypes_big_endian.pt", itemsizes)
+
+    views = view_tensors()
+    torch.save(views, HERE / "views.pt")
+    save_expected("views", views)
+
+    legacy = collections.OrderedDict(list(dtypes.items())[:4])
+    legacy["view"] = views["base"][1:3, ::2]
+    torch.save(legacy, HERE / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_expected("legacy", legacy)
+
+    small = collections.OrderedDict(w=torch.ones(2, 2), b=torch.zeros(2))
+    torch.save({"model": small, "epoch": 1}, HERE / "nested_model.pt")
+
+    system = Evil(os.system, 'touch "$KBNN_PWNED_MARKER"')
+    torch.save({"state_dict": small, "payload": system}, HERE / "malicious_system.pt")
+    check_payload_is_live(HERE / "malicious_system.pt")
+    code = "open(__import__('os').environ['KBNN_PWNED_MARKER'], 'w').write('pwned')"
+    torch.save({"state_dict": small, "payload": Evil(eval, code)}, HERE / "malicious_eval.pth",
+               _use_new_zipfile_serialization=False)
+    check_payload_is_live(HERE / "malicious_eval.pth")
+    torch.save(nn.Linear(2, 2), HERE / "whole_module.pt")
+
+    tiny_model()
+    reactnet_a()
+    reactnet_resnet18()
+    total = sum(p.stat().st_size for p in HERE.iterdir())
+    print(f"wrote {len(list(HERE.iterdir()))} files, {total / 1024:.1f} KiB, torch {torch.__version__}")
+    assert total < 200 * 1024
+
+
+if __name__ == "__main__":
+    main()

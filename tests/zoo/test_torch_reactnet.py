@@ -1,0 +1,82 @@
+"""The official ReActNet-A checkpoint layout (liuzechun/ReActNet, mobilenet/2_step2/reactnet.py)
+loaded into `kbnn.zoo.ReActNetA` through the registered mapping: a real `torch.save` file at 1/32
+of the published width (legacy format, DataParallel keys, as the release), whose logits torch
+computed, must come out of the Keras model."""
+
+import gzip
+import pathlib
+
+import numpy as np
+import pytest
+
+from kbnn import zoo
+from kbnn.zoo import torch_checkpoint as tc
+from kbnn.zoo import weights as zw
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+WIDTH = 1 / 32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reactnet") / "reactnet_a_w1_32.pth.tar"
+    path.write_bytes(gzip.decompress((FIXTURES / "reactnet_a_w1_32.pth.tar.gz").read_bytes()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(FIXTURES / "reactnet_a_w1_32.npz") as data:
+        return data["input_nhwc"].astype(np.float32), data["logits"]
+
+
+def build(**kwargs):
+    return zoo.ReActNetA(input_shape=(32, 32, 3), classes=10, width_multiplier=WIDTH, **kwargs)
+
+
+def test_checkpoint_layout(checkpoint):
+    obj = tc.read_torch_object(checkpoint)
+    assert obj["epoch"] == 255
+    assert obj["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    state = tc.read_torch_checkpoint(checkpoint)
+    assert state["feature.1.binary_3x3.weights"].shape == (9, 1)
+    assert "feature.13.binary_pw.weights" in state and "fc.weight" in state
+
+
+def test_logits_match_torch(checkpoint, reference):
+    model = build(classifier_activation=None)
+    report = tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_a_mapping)
+    assert not report.unfilled and not report.unused
+    images, logits = reference
+    np.testing.assert_allclose(model.predict(images, verbose=0), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_builder_weights_argument_uses_the_registered_mapping(checkpoint, reference):
+    model = build(classifier_activation=None, weights=str(checkpoint))
+    images, logits = reference
+    np.testing.assert_allclose(model.predict(images, verbose=0), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_without_top_the_classifier_is_left_out(checkpoint, reference):
+    model = zoo.ReActNetA(include_top=False, pooling="avg", input_shape=(32, 32, 3),
+                          width_multiplier=WIDTH)
+    zw.load_weights(model, checkpoint, architecture="ReActNetA")
+    features = model.predict(reference[0], verbose=0)
+    state = tc.read_torch_checkpoint(checkpoint)
+    logits = features @ state["fc.weight"].T + state["fc.bias"]
+    np.testing.assert_allclose(logits, reference[1], rtol=1e-4, atol=1e-4)
+
+
+def test_other_input_quantizer_is_refused_with_a_reason(checkpoint):
+    model = build(input_quantizer="ste_sign")
+    with pytest.raises(ValueError, match="build the model with input_quantizer='rsign'"):
+        tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_a_mapping)
+
+
+def test_wrong_width_names_the_mismatched_tensors(checkpoint):
+    model = zoo.ReActNetA(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 16)
+    with pytest.raises(ValueError, match=r"shape mismatch for 'feature.0.conv1.weight': "
+                                         r"checkpoint \(1, 3, 3, 3\) \(transformed to "
+                                         r"\(3, 3, 3, 1\)\) vs variable stem_conv/kernel "
+                                         r"\(3, 3, 3, 2\)"):
+        tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_a_mapping)

@@ -1,0 +1,38 @@
+"""The official ReActNet ResNet-18 checkpoint layout (liuzechun/ReActNet,
+resnet/2_step2/birealnet.py) loaded into `kbnn.zoo.ReActNetResNet18` through the registered
+mapping: a real `torch.save` file (zip format, DataParallel keys) at 1/32 of the published width,
+whose logits torch computed."""
+
+import gzip
+import pathlib
+
+import numpy as np
+import pytest
+
+from kbnn import zoo
+from kbnn.zoo import torch_checkpoint as tc
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+NAME = "reactnet_resnet18_w1_32"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reactnet18") / f"{NAME}.pth.tar"
+    path.write_bytes(gzip.decompress((FIXTURES / f"{NAME}.pth.tar.gz").read_bytes()))
+    return path
+
+
+def test_logits_match_torch(checkpoint):
+    with np.load(FIXTURES / f"{NAME}.npz") as data:
+        images, logits = data["input_nhwc"].astype(np.float32), data["logits"]
+    model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32,
+                                 classifier_activation=None, weights=str(checkpoint))
+    np.testing.assert_allclose(model.predict(images, verbose=0), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_every_tensor_and_variable_is_used(checkpoint):
+    model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32)
+    report = tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_resnet18_mapping)
+    assert not report.unused and not report.unfilled and not report.missing
+    assert "layer2.0.downsample.1.weight" in report.loaded

@@ -1,0 +1,154 @@
+"""ReActNet (Liu, Shen, Savvides, Cheng, "ReActNet: Towards Precise Binary Neural Network with
+Generalized Activation Functions", arXiv 2003.03488): ReActNet-A (MobileNetV1-derived, official
+`mobilenet/2_step2/reactnet.py`) and ReActNet on the Bi-Real-18 base (official
+`resnet/2_step2/birealnet.py`). See docs/methods.md (section 'ReActNet') and docs/zoo.md."""
+
+from __future__ import annotations
+
+import keras
+
+from kbnn import layers as kl
+from kbnn.blocks import BiRealBlock, ReActNetBlock
+from kbnn.blocks._common import batch_norm, check_pad_values, check_quantizer
+
+from ._common import (
+    ModelSpec,
+    build_input,
+    check_arguments,
+    check_width_multiplier,
+    finish_model,
+    stage_widths,
+    top,
+)
+from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
+
+__all__ = ["ReActNetA", "ReActNetResNet18"]
+
+# The official `stage_out_channel`: the stem's width, then the output width of blocks 1-13.
+REACTNET_A_CHANNELS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+
+
+def _check_common(architecture, width_multiplier, pad_values, input_quantizer,
+                  kernel_quantizer):
+    width_multiplier = check_width_multiplier(architecture, width_multiplier)
+    pad_values = check_pad_values(architecture, pad_values)
+    check_quantizer(architecture, "input_quantizer", input_quantizer)
+    check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
+    return width_multiplier, pad_values
+
+
+def ReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=None,
+              pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+              width_multiplier=1.0, pad_values=0.0, input_quantizer="rsign",
+              kernel_quantizer="scaled_sign"):
+    """Instantiates ReActNet-A (arXiv 2003.03488), the MobileNetV1-derived binary network.
+
+    Official layout: stem 3x3/2 real conv (3 -> 32) -> BN (no activation); 13
+    `ReActNetBlock`s with output widths 64, 128, 128, 256, 256, 512 x 6, 1024, 1024 (stride 2
+    wherever the width changes, except into 64): RSign -> binary 3x3 conv -> BN -> + (pooled)
+    input -> RPReLU -> RSign -> binary 1x1 conv(s) -> BN -> + shortcut -> RPReLU, the
+    channel-doubling blocks with two 1x1 convolutions concatenated; global average pool ->
+    Dense. 29,343,592 trainable parameters, 4.82e9 BOPs, 0.87e8 OPs at 224x224 (docs/zoo.md).
+
+    Layer names: "stem_conv", "stem_bn", "block{i}" (i = 1..13, the official `feature[i]`; the
+    block's sub-layers are "block{i}_conv3x3", "block{i}_bn3x3", "block{i}_rprelu1",
+    "block{i}_conv1x1" or "block{i}_conv1x1_a/_b", ...), "avg_pool", "predictions".
+
+    Args:
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as keras.applications (see docs/zoo.md); the default
+            name is "reactnet_a".
+        width_multiplier: scales every width (32 * width_multiplier, rounded, then the
+            official ratios); 1.0 is the published model.
+        pad_values: SAME padding of the binarized inputs of the 3x3 convolutions: 0.0 (zeros,
+            the official code) or 1.0 (+1, LCE's native "same-one").
+        input_quantizer, kernel_quantizer: quantizers of every binary convolution (see
+            `kbnn.blocks.ReActNetBlock`); default "rsign" and "scaled_sign".
+            ``kernel_quantizer=None`` gives the official first training step (binary
+            activations, real weights).
+
+    Returns:
+        A `keras.Model`.
+    """
+    architecture = "ReActNetA"
+    spec = ModelSpec(architecture, "reactnet_a")
+    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
+                                                 input_quantizer, kernel_quantizer)
+    shape = check_arguments(spec, include_top=include_top, weights=weights,
+                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                            classes=classes, classifier_activation=classifier_activation,
+                            name=name)
+    widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier)
+    image, inputs = build_input(input_tensor, shape)
+    x = keras.layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False,
+                            name="stem_conv")(image)
+    x = batch_norm("stem_bn")(x)
+    for i in range(1, len(widths)):
+        # The official rule: stride 2 where the width changes, except into the first block.
+        strides = 2 if widths[i] != widths[i - 1] and i != 1 else 1
+        x = ReActNetBlock(widths[i], strides=strides, pad_values=pad_values,
+                          input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
+                          name=f"block{i}")(x)
+    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation)
+    return finish_model(spec, inputs, x, name=name, weights=weights)
+
+
+def ReActNetResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+                     width_multiplier=1.0, pad_values=0.0, input_quantizer="rsign",
+                     kernel_quantizer="scaled_sign"):
+    """Instantiates ReActNet on the Bi-Real-18 base (arXiv 2003.03488, official
+    `resnet/2_step2/birealnet.py`).
+
+    Bi-Real Net-18's layout (stem 7x7/2 conv -> BN -> 3x3/2 max-pool; stages of 4 blocks with
+    64, 128, 256, 512 channels; a real shortcut around every binary conv, AvgPool 2x2 -> real
+    1x1 conv -> BN where a block downsamples) with ReActNet's generalized activations: each
+    block is `BiRealBlock` with RSign inputs and ScaledSign kernels, followed by an `RPReLU`:
+
+        RPReLU( BN(BinConv3x3(RSign(x))) + shortcut(x) )
+
+    Layer names: "stem_conv", "stem_bn", "stem_pool", "stage{s}_block{b}" (s = 1..4, b = 1..4;
+    the official `layer{s}[b-1]`; sub-layers "..._conv", "..._bn", "..._shortcut"),
+    "stage{s}_block{b}_rprelu" (the official move1 -> prelu -> move2), "avg_pool",
+    "predictions". Figures: docs/zoo.md.
+
+    Args:
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as keras.applications (see docs/zoo.md); the default
+            name is "reactnet_resnet18".
+        width_multiplier: scales the stage widths (64 * width_multiplier, rounded, then x2,
+            x4, x8); 1.0 is the published model.
+        pad_values: SAME padding of the binarized inputs: 0.0 (zeros, the official code) or
+            1.0 (+1, LCE's native "same-one").
+        input_quantizer, kernel_quantizer: quantizers of every binary convolution (alias,
+            config dict, `Quantizer` instance or None); default "rsign" and "scaled_sign".
+            Methods that keep this network and change the binarizers (e.g. ReBNN, RBONN, ReCU
+            in their ReActNet-18 setting) pass theirs here.
+
+    Returns:
+        A `keras.Model`.
+    """
+    architecture = "ReActNetResNet18"
+    spec = ModelSpec(architecture, "reactnet_resnet18")
+    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
+                                                 input_quantizer, kernel_quantizer)
+    shape = check_arguments(spec, include_top=include_top, weights=weights,
+                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                            classes=classes, classifier_activation=classifier_activation,
+                            name=name)
+    image, inputs = build_input(input_tensor, shape)
+    x = resnet_stem(image, stage_widths(STAGE_CHANNELS, width_multiplier)[0])
+
+    def block(filters, strides, block_name):
+        return BiRealBlock(filters, strides=strides, pad_values=pad_values,
+                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
+                           name=block_name)
+
+    def rprelu(y, block_name):
+        return kl.RPReLU(name=f"{block_name}_rprelu")(y)
+
+    x = single_conv_stages(x, (4, 4, 4, 4), width_multiplier, block, after_block=rprelu)
+    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation)
+    return finish_model(spec, inputs, x, name=name, weights=weights)
