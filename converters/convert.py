@@ -186,26 +186,16 @@ def _batch_one(spec):
     return tf.TensorSpec(shape, spec.dtype, name=getattr(spec, "name", None))
 
 
-def _trace(model, overrides: dict, in_graphs: list):
-    """The export graph as a frozen GraphDef with its input and output tensors, traced in
-    memory (no SavedModel is written: binary kernels are frozen once, as graph constants)."""
-    signature = tf.nest.map_structure(_batch_one, compat.input_signature(model))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            function = tf.function(_serving_function(model, overrides, in_graphs),
-                                   input_signature=signature, autograph=False)
-            return compat.freeze_concrete_function(function.get_concrete_function())
-    except Exception as err:  # a TF/Keras error while tracing the export graph
-        original, where = compat.keras_call_error_origin(err)
-        if isinstance(original, ConversionError):
-            raise original.with_traceback(original.__traceback__) from None
-        inside = f" in {where}" if where else ""
-        raise ConversionError(
-            f"tracing the export graph failed{inside}: "
-            f"{type(original).__name__}: {_message(original)}",
-            fix="check that every layer supports the TensorFlow backend and static shapes",
-        ) from err
+@dataclass
+class _FrozenGraph:
+    """The serialised frozen export graph and what LCE needs to know about it."""
+
+    graph_def: bytes
+    input_names: list
+    input_dtypes: list
+    input_shapes: list
+    output_names: list
+    quantize: bool
 
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel",
@@ -219,14 +209,45 @@ def _has_fake_quant(graph_def) -> bool:
     return any(node.op in _FAKE_QUANT_OPS for node in nodes)
 
 
-def _lce_convert(traced, *, target: str, input_type, output_type) -> bytes:
+def _trace(model, overrides: dict, in_graphs: list) -> _FrozenGraph:
+    """The export graph, traced in memory (no SavedModel is written: binary kernels are frozen
+    once, as graph constants) and serialised; nothing of the traced function is kept, so its
+    constants are freed before LCE converts."""
+    signature = tf.nest.map_structure(_batch_one, compat.input_signature(model))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            function = tf.function(_serving_function(model, overrides, in_graphs),
+                                   input_signature=signature, autograph=False)
+            graph_def, inputs, outputs = compat.freeze_concrete_function(
+                function.get_concrete_function())
+    except Exception as err:  # a TF/Keras error while tracing the export graph
+        original, where = compat.keras_call_error_origin(err)
+        if isinstance(original, ConversionError):
+            raise original.with_traceback(original.__traceback__) from None
+        inside = f" in {where}" if where else ""
+        raise ConversionError(
+            f"tracing the export graph failed{inside}: "
+            f"{type(original).__name__}: {_message(original)}",
+            fix="check that every layer supports the TensorFlow backend and static shapes",
+        ) from err
+    frozen = _FrozenGraph(
+        graph_def=b"", input_names=[compat.tensor_name(t) for t in inputs],
+        input_dtypes=[t.dtype for t in inputs], input_shapes=[t.shape.as_list() for t in inputs],
+        output_names=[compat.tensor_name(t) for t in outputs],
+        quantize=_has_fake_quant(graph_def))
+    del function, inputs, outputs
+    frozen.graph_def = graph_def.SerializeToString()
+    return frozen
+
+
+def _lce_convert(frozen: _FrozenGraph, *, target: str, input_type, output_type) -> bytes:
     from larq_compute_engine.mlir.python.util import modify_integer_quantized_model_io_type
 
-    graph_def, inputs, outputs = traced
-    quantize = _has_fake_quant(graph_def)
     try:
-        flatbuffer = compat.lce_convert_graph(graph_def, inputs, outputs, quantize=quantize,
-                                              target=target)
+        flatbuffer = compat.lce_convert_graph(
+            frozen.graph_def, frozen.input_names, frozen.input_dtypes, frozen.input_shapes,
+            frozen.output_names, quantize=frozen.quantize, target=target)
         if input_type != tf.float32 or output_type != tf.float32:
             flatbuffer = modify_integer_quantized_model_io_type(
                 flatbuffer, inference_input_type=input_type, inference_output_type=output_type)
@@ -351,11 +372,13 @@ def convert(
                 raise plan.error()
     folded = fold_batch_norms(model, plans)
     overrides = export_overrides(model, plans, int8=int8, folded=folded)
-    traced = _trace(model, overrides, folded.in_graphs)
-    del overrides  # the traced graph holds what they computed
-    flatbuffer = _lce_convert(traced, target=target, input_type=input_type,
+    frozen = _trace(model, overrides, folded.in_graphs)
+    del overrides  # the frozen graph holds what the export functions computed
+    for plan in plans:  # their frozen kernels are in the graph now
+        plan.export_call = plan.fold_affine = None
+    flatbuffer = _lce_convert(frozen, target=target, input_type=input_type,
                               output_type=output_type)
-    del traced
+    del frozen
     report = inspect(flatbuffer)
     notes = folded.warnings + _check_binary_ops(plans, report, strict)
     notes += _check_custom_ops(report, strict)

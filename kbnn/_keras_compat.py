@@ -25,6 +25,7 @@ __all__ = [
     "kernel_variable",
     "layer_input_shapes",
     "lce_convert_graph",
+    "tensor_name",
     "model_input_structure",
     "optimizer_variable_index",
     "optimizer_variable_key",
@@ -192,41 +193,102 @@ def recording_ops(callback: Callable[[list, Any, Any], None]) -> Iterator[None]:
 
 
 def freeze_concrete_function(function) -> tuple[Any, list, list]:
-    """``(graph_def, inputs, outputs)`` of a concrete function with its variables folded into
-    constants (`tensorflow.python.framework.convert_to_constants`, the freezing the TFLite
-    converters use): the graph LCE converts without writing a SavedModel."""
+    """``(graph_def, inputs, outputs)`` of a concrete function with its captured variables and
+    tensors folded into constants: the graph LCE converts without writing a SavedModel.
+
+    A function whose graph only reads its variables (`ReadVariableOp`) and calls no other
+    function is frozen directly on its GraphDef, node by node (no Grappler pass and no second
+    function graph, which cost several times the size of the model's constants); anything else
+    goes through TensorFlow's `convert_variables_to_constants_v2`
+    (`tensorflow.python.framework.convert_to_constants`).
+    """
     import tensorflow as tf
+
+    frozen = _freeze_reads(function)
+    if frozen is not None:
+        return frozen
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    frozen = convert_variables_to_constants_v2(function, lower_control_flow=False)
-    inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
-    return frozen.graph.as_graph_def(), inputs, list(frozen.outputs)
+    converted = convert_variables_to_constants_v2(function, lower_control_flow=False)
+    inputs = [t for t in converted.inputs if t.dtype != tf.resource]
+    return converted.graph.as_graph_def(), inputs, list(converted.outputs)
 
 
-def lce_convert_graph(graph_def, inputs: list, outputs: list, *, quantize: bool,
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf", "While",
+             "StatelessWhile", "Case")
+
+
+def _freeze_reads(function):
+    """Freeze by replacing each captured placeholder with a constant (a variable's value for
+    the `ReadVariableOp`s that read it); None when the graph does something else with them."""
+    import tensorflow as tf
+
+    graph = function.graph
+    captured = {internal.op.name: external
+                for external, internal in zip(function.captured_inputs, graph.internal_captures)}
+    graph_def = graph.as_graph_def()
+    if graph_def.library.function or any(n.op in _CALL_OPS for n in graph_def.node):
+        return None
+    nodes = []
+    for node in graph_def.node:
+        source = node.input[0].split(":")[0] if node.input else None
+        if node.name in captured:
+            value = captured[node.name]
+            if value.dtype == tf.resource:
+                continue  # its ReadVariableOps become constants below
+            nodes.append(_const_node(node.name, value.numpy()))
+        elif source in captured and captured[source].dtype == tf.resource:
+            if node.op != "ReadVariableOp":
+                return None
+            variable = _variable_of(function, captured[source])
+            if variable is None:
+                return None
+            nodes.append(_const_node(node.name, variable.numpy()))
+        else:
+            nodes.append(node)
+    del graph_def.node[:]
+    graph_def.node.extend(nodes)
+    inputs = [t for t in function.inputs if t.dtype != tf.resource]
+    return graph_def, inputs, list(function.outputs)
+
+
+def _variable_of(function, handle):
+    for variable in function.variables:
+        if variable.handle is handle:
+            return variable
+    return None
+
+
+def _const_node(name: str, value):
+    import tensorflow as tf
+
+    node = tf.compat.v1.NodeDef(name=name, op="Const")
+    node.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
+    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
+    return node
+
+
+def tensor_name(tensor) -> str:
+    """A graph tensor's name as converters expect it ("op" for output 0, else "op:i")."""
+    op, index = tensor.name.rsplit(":", 1)
+    return op if index == "0" else tensor.name
+
+
+def lce_convert_graph(graph_def: bytes, input_names: list, input_dtypes: list,
+                      input_shapes: list, output_names: list, *, quantize: bool,
                       target: str) -> bytes:
-    """LCE's converter on a frozen GraphDef (`larq_compute_engine.mlir._tf_tfl_flatbuffer`,
-    what `larq_compute_engine.convert_keras_model` falls back to). `inputs` must have static
-    shapes; `quantize` lowers fake-quant ops to int8."""
+    """LCE's converter on a serialised frozen GraphDef
+    (`larq_compute_engine.mlir._tf_tfl_flatbuffer`, what `larq_compute_engine.convert_keras_model`
+    falls back to). Inputs need static shapes; dtypes as `tf.DType`; `quantize` lowers
+    fake-quant ops to int8."""
     from larq_compute_engine.mlir._tf_tfl_flatbuffer import convert_graphdef_to_tflite_flatbuffer
     from tensorflow.core.framework.types_pb2 import DataType
 
-    def name(tensor) -> str:
-        op, index = tensor.name.rsplit(":", 1)
-        return op if index == "0" else tensor.name
-
     return convert_graphdef_to_tflite_flatbuffer(
-        graph_def.SerializeToString(),
-        [name(t) for t in inputs],
-        [DataType.Name(t.dtype.as_datatype_enum) for t in inputs],
-        [t.shape.as_list() for t in inputs],
-        [name(t) for t in outputs],
-        bool(quantize),
-        target,
-        None,
-    )
+        graph_def, list(input_names), [DataType.Name(d.as_datatype_enum) for d in input_dtypes],
+        [list(s) for s in input_shapes], list(output_names), bool(quantize), target, None)
 
 
 def register_activation_alias(name: str, fn) -> None:

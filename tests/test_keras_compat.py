@@ -165,8 +165,10 @@ def test_freeze_and_lce_convert_graph_give_a_running_flatbuffer():
     graph_def, inputs, outputs = compat.freeze_concrete_function(function.get_concrete_function())
     assert not [n for n in graph_def.node if n.op in ("VarHandleOp", "ReadVariableOp")], VERSION
     assert [tuple(t.shape) for t in inputs] == [(1, 4)] and len(outputs) == 1, VERSION
-    flatbuffer = compat.lce_convert_graph(graph_def, inputs, outputs, quantize=False,
-                                          target="arm")
+    flatbuffer = compat.lce_convert_graph(
+        graph_def.SerializeToString(), [compat.tensor_name(t) for t in inputs],
+        [t.dtype for t in inputs], [t.shape.as_list() for t in inputs],
+        [compat.tensor_name(t) for t in outputs], quantize=False, target="arm")
     x = np.random.default_rng(0).normal(size=(1, 4)).astype("float32")
     expected = x @ np.asarray(dense.kernel) + np.asarray(dense.bias)
     np.testing.assert_allclose(Interpreter(flatbuffer).predict(x), expected, rtol=1e-5)
@@ -202,3 +204,26 @@ def test_optimizer_variable_key_and_index():
     assert compat.optimizer_variable_index(optimizer, backend_variable) == 1, VERSION
     assert (compat.optimizer_variable_key(optimizer, variables[0])
             != compat.optimizer_variable_key(optimizer, variables[1])), VERSION
+
+
+def test_freeze_falls_back_for_graphs_with_function_calls():
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    dense = keras.layers.Dense(3)
+    dense.build((None, 4))
+
+    @tf.function
+    def inner(x):
+        return dense(x) * 2.0
+
+    function = tf.function(lambda x: inner(x) + 1.0, input_signature=[tf.TensorSpec((1, 4))])
+    concrete = function.get_concrete_function()
+    assert compat._freeze_reads(concrete) is None, VERSION  # a call: not frozen node by node
+    graph_def, inputs, outputs = compat.freeze_concrete_function(concrete)
+    flatbuffer = compat.lce_convert_graph(
+        graph_def.SerializeToString(), [compat.tensor_name(t) for t in inputs],
+        [t.dtype for t in inputs], [t.shape.as_list() for t in inputs],
+        [compat.tensor_name(t) for t in outputs], quantize=False, target="arm")
+    x = np.random.default_rng(1).normal(size=(1, 4)).astype("float32")
+    expected = 2.0 * (x @ np.asarray(dense.kernel) + np.asarray(dense.bias)) + 1.0
+    np.testing.assert_allclose(Interpreter(flatbuffer).predict(x), expected, rtol=1e-5)
