@@ -53,7 +53,22 @@ TOP1 = {
     "XnorResNet18": ("51.2", "arXiv 1603.05279"),
     "AdaBinResNet18": ("63.1", ("AdaBin README (huawei-noah/Efficient-Computing); 66.4 with "
                                "ReActNet's two-step recipe")),
+    "BNextTiny": ("72.4", "BNext README (hpi-xnor/BNext), arXiv 2211.12933"),
+    "BNextSmall": ("76.1", "BNext README (hpi-xnor/BNext), arXiv 2211.12933"),
+    "BNextMiddle": ("78.3", "BNext README (hpi-xnor/BNext), arXiv 2211.12933"),
+    "BNextLarge": ("80.6", "BNext README (hpi-xnor/BNext); 80.57 in arXiv 2211.12933"),
 }
+
+
+def _anneal(model) -> None:
+    """BNext's weights are binary only once their temperature tau is below 1e-7 (after about
+    153 epochs of its schedule): set every BNextWeight's tau there, as a trained model has it."""
+    from kbnn.quantizers import BNextWeight
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if isinstance(quantizer, BNextWeight):
+            quantizer.tau.assign(0.9 ** 200)
 
 
 def measure(name: str, runs: int, warmup: int, threads: int) -> dict:
@@ -65,6 +80,7 @@ def measure(name: str, runs: int, warmup: int, threads: int) -> dict:
     from kbnn_apps.bench import measure_latency
 
     model = zoo.get(name)
+    _anneal(model)
     profile = kbnn.profile(model)
     start = time.perf_counter()
     result = convert(model, strict=True, return_report=True)

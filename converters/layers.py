@@ -227,6 +227,8 @@ def _plan_binary(layer, form: BinaryConvForm, target: str) -> LayerPlan:
             pad_amounts=tuple(tuple(int(p) for p in a) for a in amounts), pad_values=pad_values,
             bias=bias, activation=activation, out_scale=affine[0], out_shift=affine[1])
 
+    replicate = int(form.replicate)
+
     def make_export(affine=(None, None)):
         def export_call(inputs):
             if form.layout == "dense":
@@ -234,17 +236,24 @@ def _plan_binary(layer, form: BinaryConvForm, target: str) -> LayerPlan:
                 rows = int(np.prod(middle)) if middle else 1
                 x = tf.reshape(inputs, [-1, rows, 1, cin])  # before the sign: LCE matches it
                 y = binary_conv2d(x, iform, spec_for(x.shape, affine), target=target, name=name)
-                return tf.reshape(y, [-1, *middle, int(kform.sign.shape[3])])
-            x = inputs if rank2 else tf.expand_dims(inputs, 1)
-            y = binary_conv2d(x, iform, spec_for(inputs.shape, affine), target=target,
-                              name=name)
-            return y if rank2 else tf.squeeze(y, 1)
+                y = tf.reshape(y, [-1, *middle, int(kform.sign.shape[3])])
+            else:
+                x = inputs if rank2 else tf.expand_dims(inputs, 1)
+                y = binary_conv2d(x, iform, spec_for(inputs.shape, affine), target=target,
+                                  name=name)
+                y = y if rank2 else tf.squeeze(y, 1)
+            if replicate > 1:  # RepBNN: the bconv's channels, tiled (one TILE op)
+                y = tf.tile(y, [1] * (len(y.shape) - 1) + [replicate], name=name + "_replicate")
+            return y
 
         return _float32_export(layer, export_call)
 
     plan = LayerPlan(layer, True, 1, export_call=make_export(),
                      correction=_corrections(iform, kform, padding, pad_values, target))
-    if activation is None and has_correction_terms(iform, kform, padding, pad_values, target):
+    # A following BN normalises the replicated channels, each copy with its own constants: it
+    # cannot fold into the bconv of `filters` channels, and stays after the TILE.
+    if activation is None and replicate == 1 and has_correction_terms(
+            iform, kform, padding, pad_values, target):
         plan.fold_affine = lambda scale, shift: make_export((scale, shift))
     return plan
 

@@ -23,6 +23,11 @@ def test_wheel_contains_all_packages_and_imports(tmp_path):
                      "kbnn_apps/demo.py", "kbnn_apps/bench.py"):
         assert required in names, f"{required} missing from the wheel"
     assert not any(n.startswith(("zoo/", "converters/", "apps/", "tests/")) for n in names)
+    # the shipped digits weights (kbnn.zoo.digits, weights="digits")
+    from kbnn.zoo.digits import DIGITS_MODELS
+
+    for model in DIGITS_MODELS.values():
+        assert f"kbnn/zoo/weights/{model.file_name}" in names
     # The applications left the library package.
     assert not {f"kbnn/{module}.py" for module in ("cli", "demo", "bench")} & names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

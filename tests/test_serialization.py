@@ -90,6 +90,7 @@ RECIPES = {
                                      "steps_per_epoch": 3}),
     "kbnn>CaseOptimizer": Recipe({"default_optimizer": keras.optimizers.Adam(0.01)}),
     "kbnn>InfoRecoupling": Recipe(input_shape=[(2, 6, 6, 8), (2, 6, 6, 8)]),
+    "kbnn>ChannelReplicate": Recipe({"beta": 2}),
 }
 
 # Constructor arguments that are live objects, not configuration: a predicate or metric bound

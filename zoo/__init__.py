@@ -8,7 +8,8 @@ Builders (docs/zoo.md has the figures, the layer-naming scheme and the weights):
   Bi-Real-18 base;
 * `BiRealNet18`, `BiRealNet34`: Bi-Real Net (arXiv 1808.00278);
 * `XnorResNet18`: XNOR-Net's ResNet-18 (arXiv 1603.05279);
-* `AdaBinResNet18`: AdaBin (arXiv 2208.08084).
+* `AdaBinResNet18`: AdaBin (arXiv 2208.08084);
+* `BNextTiny`, `BNextSmall`, `BNextMiddle`, `BNextLarge`: BNext-T/S/M/L (arXiv 2211.12933).
 
 Each takes ``include_top=True, weights=None, input_tensor=None, input_shape=None,
 pooling=None, classes=1000, classifier_activation="softmax", name=None`` plus keyword-only
@@ -26,12 +27,17 @@ from __future__ import annotations
 
 from .adabin import AdaBinResNet18
 from .bireal import BiRealNet18, BiRealNet34
+from .bnext import BNextLarge, BNextMiddle, BNextSmall, BNextTiny
 from .quicknet import BlurPoolInitializer, QuickNet, QuickNetLarge, QuickNetSmall
 from .reactnet import ReActNetA, ReActNetResNet18
 from .xnor import XnorResNet18
 
 __all__ = [
     "AdaBinResNet18",
+    "BNextLarge",
+    "BNextMiddle",
+    "BNextSmall",
+    "BNextTiny",
     "BiRealNet18",
     "BiRealNet34",
     "BlurPoolInitializer",
@@ -60,7 +66,8 @@ def __getattr__(name: str):
 _BUILDERS = {
     builder.__name__: builder
     for builder in (QuickNetSmall, QuickNet, QuickNetLarge, ReActNetA, ReActNetResNet18,
-                    BiRealNet18, BiRealNet34, XnorResNet18, AdaBinResNet18)
+                    BiRealNet18, BiRealNet34, XnorResNet18, AdaBinResNet18,
+                    BNextTiny, BNextSmall, BNextMiddle, BNextLarge)
 }
 
 
@@ -79,6 +86,10 @@ def get(name: str, /, **kwargs):
         key = name.replace("-", "").replace("_", "").lower()
         for candidate, builder in _BUILDERS.items():
             if candidate.lower() == key:
+                if kwargs.get("weights") == "digits":  # the options the digits weights need
+                    from .digits import digits_options
+
+                    kwargs = digits_options(candidate, kwargs)
                 return builder(**kwargs)
     raise ValueError(
         f"Invalid value for argument `name` of kbnn.zoo.get. Expected one of "

@@ -108,6 +108,12 @@ def check_arguments(spec: ModelSpec, *, include_top, weights, input_tensor, inpu
             f"Received include_top={include_top!r}.")
     _check_weights(spec, weights)
     named = _named_weights(weights)
+    if named and weights == "digits":  # 8x8 digits weights: their own options, not ImageNet's
+        from .digits import digits_options
+
+        digits_options(owner, {"input_shape": input_shape, "classes": classes,
+                               "classifier_activation": classifier_activation})
+        named = False
     if include_top:
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
             raise ValueError(
@@ -260,7 +266,18 @@ def finish_model(spec: ModelSpec, inputs, outputs, *, name, weights) -> keras.Mo
     if weights is None:
         return model
     registry = _weights_registry()
-    if registry is not None:
+    if registry is not None and weights == "digits" and not _is_local_file(weights):
+        from .digits import DIGITS_MODELS
+
+        try:
+            registry.load_weights(model, weights, architecture=spec.architecture)
+        except ValueError as err:
+            options = DIGITS_MODELS[spec.architecture].options
+            raise ValueError(
+                f"Invalid value for argument `weights` of {spec.architecture}: weights='digits' "
+                f"need the builder options {options!r} (kbnn.zoo.get({spec.architecture!r}, "
+                f"weights='digits') sets them) [{err}].") from None
+    elif registry is not None:
         registry.load_weights(model, weights, architecture=spec.architecture)
     else:
         model.load_weights(os.fspath(weights))

@@ -11,6 +11,7 @@ import keras
 from kbnn.blocks._common import batch_norm
 
 from ._common import stage_widths
+from ._padding import torch_conv2d, torch_max_pool2d
 
 __all__ = ["STAGE_CHANNELS", "resnet_stem", "single_conv_stages", "stage_strides"]
 
@@ -18,14 +19,16 @@ STAGE_CHANNELS = (64, 128, 256, 512)
 
 
 def resnet_stem(x, filters: int, activation: Callable | None = None):
-    """Real-valued stem: "stem_conv" (7x7, stride 2, SAME, no bias) -> "stem_bn" ->
-    `activation(x)` when given -> "stem_pool" (3x3 max-pool, stride 2, SAME)."""
-    x = keras.layers.Conv2D(filters, 7, strides=2, padding="same", use_bias=False,
-                            name="stem_conv")(x)
+    """Real-valued stem with PyTorch's padding (`_padding`): "stem_conv_pad" (3 pixels of zeros
+    on every side) -> "stem_conv" (7x7, stride 2, VALID, no bias) -> "stem_bn" ->
+    `activation(x)` when given -> "stem_pool_pad" (1 pixel of the lowest float32, PyTorch's
+    -inf) -> "stem_pool" (3x3 max-pool, stride 2, VALID): the official
+    ``Conv2d(7, 2, padding=3)`` and ``MaxPool2d(3, 2, padding=1)``."""
+    x = torch_conv2d(x, filters, 7, 2, name="stem_conv")
     x = batch_norm("stem_bn")(x)
     if activation is not None:
         x = activation(x)
-    return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    return torch_max_pool2d(x, 3, 2, name="stem_pool")
 
 
 def stage_strides(stage: int, block: int) -> int:

@@ -78,7 +78,7 @@ def AdaBinResNet18(include_top=True, weights=None, input_tensor=None, input_shap
 
     def block(filters, strides, block_name):
         return AdaBinBlock(filters, strides=strides, pad_values=pad_values,
-                           activation_form=activation_form, input_quantizer=input_quantizer,
+                           symmetric_padding=True, activation_form=activation_form, input_quantizer=input_quantizer,
                            kernel_quantizer=kernel_quantizer, name=block_name)
 
     x = single_conv_stages(x, (4, 4, 4, 4), width_multiplier, block)

@@ -43,6 +43,7 @@ def _bireal(architecture, include_top, weights, input_tensor, input_shape, pooli
 
     def block(filters, strides, block_name):
         return BiRealBlock(filters, strides=strides, pad_values=pad_values,
+                           symmetric_padding=True,
                            input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                            name=block_name)
 

@@ -5,8 +5,6 @@ Generalized Activation Functions", arXiv 2003.03488): ReActNet-A (MobileNetV1-de
 
 from __future__ import annotations
 
-import keras
-
 from kbnn import layers as kl
 from kbnn.blocks import BiRealBlock, ReActNetBlock
 from kbnn.blocks._common import batch_norm, check_pad_values, check_quantizer
@@ -20,6 +18,7 @@ from ._common import (
     stage_widths,
     top,
 )
+from ._padding import torch_conv2d
 from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
 
 __all__ = ["ReActNetA", "ReActNetResNet18"]
@@ -80,13 +79,14 @@ def ReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=Non
                             name=name)
     widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier)
     image, inputs = build_input(input_tensor, shape)
-    x = keras.layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False,
-                            name="stem_conv")(image)
+    # PyTorch's padding=1 on both sides (the official firstconv3x3), not TensorFlow's SAME.
+    x = torch_conv2d(image, widths[0], 3, 2, name="stem_conv")
     x = batch_norm("stem_bn")(x)
     for i in range(1, len(widths)):
         # The official rule: stride 2 where the width changes, except into the first block.
         strides = 2 if widths[i] != widths[i - 1] and i != 1 else 1
         x = ReActNetBlock(widths[i], strides=strides, pad_values=pad_values,
+                          symmetric_padding=True,
                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                           name=f"block{i}")(x)
     x = top(x, include_top=include_top, pooling=pooling, classes=classes,
@@ -142,6 +142,7 @@ def ReActNetResNet18(include_top=True, weights=None, input_tensor=None, input_sh
 
     def block(filters, strides, block_name):
         return BiRealBlock(filters, strides=strides, pad_values=pad_values,
+                           symmetric_padding=True,
                            input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                            name=block_name)
 

@@ -871,3 +871,40 @@ def reactnet_resnet18_mapping(model) -> TorchMapping:
 
 
 register_torch_mapping("ReActNetResNet18", reactnet_resnet18_mapping)
+
+
+def bireal_mapping(model) -> TorchMapping:
+    """The official Bi-Real Net 18/34 checkpoint (liuzechun/Bi-Real-net,
+    ``pytorch_implementation/BiReal18_34/birealnet.py``: ``conv1``/``bn1`` stem,
+    ``layer{1..4}.{i}`` BasicBlocks with ``binary_conv.weights`` (HardBinaryConv, stored
+    flattened (O*I*3*3, 1); forward sign(W) times the per-output-channel mean |W|), ``bn1``,
+    ``downsample.1``/``.2`` (1x1 conv, BN); ``fc``) onto `kbnn.zoo.BiRealNet18` /
+    `BiRealNet34` with their default quantizers (ApproxSign inputs: sign forward;
+    magnitude-aware kernels: the same mean-|W|-scaled sign forward)."""
+    targets: dict[str, Any] = {
+        **conv_targets("conv1", model.get_layer("stem_conv")),
+        **batch_norm_targets("bn1", model.get_layer("stem_bn")),
+    }
+    stage = 1
+    while _has_layer(model, f"stage{stage}_block1"):
+        block_index = 1
+        while _has_layer(model, f"stage{stage}_block{block_index}"):
+            block = model.get_layer(f"stage{stage}_block{block_index}")
+            p = f"layer{stage}.{block_index - 1}"
+            kernel = block.conv.kernel
+            oihw = (int(kernel.shape[3]), int(kernel.shape[2]), int(kernel.shape[0]),
+                    int(kernel.shape[1]))
+            targets[f"{p}.binary_conv.weights"] = (kernel, _binary_weight(oihw))
+            targets.update(batch_norm_targets(f"{p}.bn1", block.bn))
+            if block.shortcut is not None:
+                targets.update(conv_targets(f"{p}.downsample.1", block.shortcut.conv))
+                targets.update(batch_norm_targets(f"{p}.downsample.2", block.shortcut.bn))
+            block_index += 1
+        stage += 1
+    if _has_layer(model, "predictions"):
+        return TorchMapping({**targets, **dense_targets("fc", model.get_layer("predictions"))})
+    return TorchMapping(targets, unused=("fc.weight", "fc.bias"))
+
+
+register_torch_mapping("BiRealNet18", bireal_mapping)
+register_torch_mapping("BiRealNet34", bireal_mapping)

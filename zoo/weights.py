@@ -460,3 +460,8 @@ for _size, _page, _top1 in (("Tiny", "jKjwDk35vVRPQN0", 72.4), ("Small", "bHLM7l
         top1_source="BNext README, Pretrained Models table",
         source="https://github.com/hpi-xnor/BNext (README, section 2)",
         notes="PyTorch checkpoint of the official BNext code (src/bnext.py)."))
+
+# Weights trained on scikit-learn's digits, shipped in zoo/weights/ (kbnn.zoo.digits).
+from . import digits as _digits
+
+_digits.register()

@@ -84,8 +84,9 @@ def XnorResNet18(include_top=True, weights=None, input_tensor=None, input_shape=
 
     def xnor_block(filters, strides, block_name):
         return XnorBlock(filters, strides=strides, activation_scale=activation_scale,
-                         pad_values=pad_values, input_quantizer=input_quantizer,
-                         kernel_quantizer=kernel_quantizer, name=block_name)
+                         pad_values=pad_values, symmetric_padding=True,
+                         input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
+                         name=block_name)
 
     for stage, filters in enumerate(widths, start=1):
         for first in (1, 3):  # two basic blocks of two binary convolutions each

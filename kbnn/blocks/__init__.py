@@ -16,3 +16,7 @@ from kbnn.blocks.xnor import XnorBlock
 
 __all__ = ["AdaBinBlock", "AvgPoolShortcut", "BNextBlock", "BiRealBlock", "ReActNetBlock",
            "XnorBlock"]
+
+from kbnn.blocks.bimlp import BiMLPBlock, BiMLPDownsample
+
+__all__ += ["BiMLPBlock", "BiMLPDownsample"]

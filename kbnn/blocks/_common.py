@@ -24,6 +24,7 @@ __all__ = [
     "check_positive_int",
     "check_quantizer",
     "check_strides",
+    "check_symmetric_padding",
     "downsampled",
 ]
 
@@ -73,6 +74,28 @@ def check_pad_values(owner: str, pad_values) -> float:
     return value
 
 
+def check_symmetric_padding(owner: str, symmetric_padding) -> bool:
+    """A bool (False: TensorFlow's SAME padding; True: PyTorch's ``padding=k // 2`` on both
+    sides), else a Keras-style ValueError."""
+    if not isinstance(symmetric_padding, bool):
+        raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
+            f"Invalid value for argument `symmetric_padding` of {owner}. Expected True (pad "
+            "k // 2 on both sides, as PyTorch's padding=k // 2) or False (TensorFlow's SAME "
+            f"padding). Received symmetric_padding={symmetric_padding!r}.")
+    return symmetric_padding
+
+
+def _drop_shared_object_ids(config) -> None:
+    """Remove Keras' "shared_object_id" tags from a serialised config, at every depth."""
+    if isinstance(config, dict):
+        config.pop("shared_object_id", None)
+        for value in config.values():
+            _drop_shared_object_ids(value)
+    elif isinstance(config, list):
+        for value in config:
+            _drop_shared_object_ids(value)
+
+
 class QuantizerSpec:
     """A block's quantizer argument, resolved once: the quantizer class and its serialised
     config (`kbnn.quantizers.serialize` without "build_config" and without the instance name),
@@ -90,8 +113,9 @@ class QuantizerSpec:
             serialized = kq.serialize(quantizer)
             serialized.pop("build_config", None)
             # Inside `load_model`, Keras tags objects it serialises with the id of shared
-            # objects; a quantizer spec is a recipe, never a shared object.
-            serialized.pop("shared_object_id", None)
+            # objects (nested ones too, e.g. an initializer whose id a freed object had); a
+            # quantizer spec is a recipe, never a shared object.
+            _drop_shared_object_ids(serialized)
             # each convolution's copy gets its own (automatic) layer name
             serialized.get("config", {}).pop("name", None)
             self._serialized = serialized
@@ -182,9 +206,15 @@ def binary_conv(
     kernel_quantizer,
     pad_values: float,
     name: str,
+    symmetric_padding: bool = False,
     **kwargs,
 ) -> QuantConv2D:
-    """A binary `QuantConv2D` as every block uses it: SAME padding, no bias (a BN follows)."""
+    """A binary `QuantConv2D` as every block uses it: SAME padding, no bias (a BN follows).
+    ``symmetric_padding=True`` pads k // 2 on both sides instead (PyTorch's ``padding=k // 2``;
+    TensorFlow's SAME pads 0 before and 1 after a stride-2 window on an even size); 1x1
+    convolutions pad nothing either way, so they keep the plain SAME form."""
+    symmetric = symmetric_padding and any(k > 1 for k in (
+        kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,)))
     return QuantConv2D(
         filters,
         kernel_size,
@@ -194,6 +224,7 @@ def binary_conv(
         input_quantizer=input_quantizer,
         kernel_quantizer=kernel_quantizer,
         pad_values=pad_values,
+        symmetric_padding=symmetric,
         name=name,
         **kwargs,
     )

@@ -14,6 +14,7 @@ from kbnn.blocks._common import (
     check_pad_values,
     check_positive_int,
     check_strides,
+    check_symmetric_padding,
 )
 from kbnn.blocks.shortcut import AvgPoolShortcut
 
@@ -56,12 +57,16 @@ class AdaBinBlock(BinaryBlock):
             official code's ``alpha * (sign(u) + beta)``); see `AdaBinActivation`. To
             reproduce weights trained with the official code use ``activation_form="code"``
             and ``pad_values=0.0``.
+        symmetric_padding: False (default): TensorFlow's SAME padding of the 3x3
+            convolution, which for a stride-2 window on an even size pads 0 before and 1 after;
+            True: PyTorch's padding=1 on both sides, as the official PyTorch code (what
+            `kbnn.zoo` builds, so that PyTorch checkpoints compute the same windows).
         input_quantizer: quantizer of the convolution's input (alias, config dict, `Quantizer`
             instance, or None for a float input); default "adabin_activation".
         kernel_quantizer: quantizer of its kernel (same forms); default "adabin_weight".
     """
 
-    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0,
+    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0, symmetric_padding: bool = False,
                  activation_form: str = "paper", input_quantizer="adabin_activation",
                  kernel_quantizer="adabin_weight", **kwargs):
         super().__init__(**kwargs)
@@ -74,6 +79,7 @@ class AdaBinBlock(BinaryBlock):
         self.filters = check_positive_int("AdaBinBlock", "filters", filters)
         self.strides = check_strides("AdaBinBlock", strides)
         self.pad_values = check_pad_values("AdaBinBlock", pad_values)
+        self.symmetric_padding = check_symmetric_padding("AdaBinBlock", symmetric_padding)
         if isinstance(input_quantizer, str) and input_quantizer == "adabin_activation":
             input_quantizer = {"class_name": "AdaBinActivation",
                                "config": {"form": activation_form}}
@@ -105,6 +111,7 @@ class AdaBinBlock(BinaryBlock):
         init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
         self.conv = binary_conv(self.filters, 3, self.strides, self._input_quantizer_spec.new(),
                                 self._kernel_quantizer_spec.new(), self.pad_values,
+                                symmetric_padding=self.symmetric_padding,
                                 name=f"{self.name}_conv", kernel_initializer=init)
         self.bn = batch_norm(f"{self.name}_bn")
         self.shortcut = (AvgPoolShortcut(self.filters, self.strides, name=f"{self.name}_shortcut")
@@ -129,5 +136,6 @@ class AdaBinBlock(BinaryBlock):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "pad_values": self.pad_values, "activation_form": self.activation_form,
+                "pad_values": self.pad_values,
+                "symmetric_padding": self.symmetric_padding, "activation_form": self.activation_form,
                 **self._quantizer_config()}

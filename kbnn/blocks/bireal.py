@@ -12,6 +12,7 @@ from kbnn.blocks._common import (
     check_pad_values,
     check_positive_int,
     check_strides,
+    check_symmetric_padding,
 )
 from kbnn.blocks.shortcut import AvgPoolShortcut
 
@@ -49,25 +50,31 @@ class BiRealBlock(BinaryBlock):
         pad_values: SAME padding of the binarized input: 0.0 pads with zeros (the official
             code), 1.0 pads with +1 (LCE's native "same-one", faster and bitpacked-output
             friendly).
+        symmetric_padding: False (default): TensorFlow's SAME padding of the 3x3
+            convolution, which for a stride-2 window on an even size pads 0 before and 1 after;
+            True: PyTorch's padding=1 on both sides, as the official PyTorch code (what
+            `kbnn.zoo` builds, so that PyTorch checkpoints compute the same windows).
         input_quantizer: quantizer of the convolution's input (alias, config dict, `Quantizer`
             instance, or None for a float input); default "approx_sign".
         kernel_quantizer: quantizer of its kernel (same forms); default
             "magnitude_aware_sign".
     """
 
-    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0,
+    def __init__(self, filters: int, strides: int = 1, pad_values: float = 0.0, symmetric_padding: bool = False,
                  input_quantizer="approx_sign", kernel_quantizer="magnitude_aware_sign",
                  **kwargs):
         super().__init__(**kwargs)
         self.filters = check_positive_int("BiRealBlock", "filters", filters)
         self.strides = check_strides("BiRealBlock", strides)
         self.pad_values = check_pad_values("BiRealBlock", pad_values)
+        self.symmetric_padding = check_symmetric_padding("BiRealBlock", symmetric_padding)
         self._init_quantizers(input_quantizer, kernel_quantizer)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         self.conv = binary_conv(self.filters, 3, self.strides, self._input_quantizer_spec.new(),
                                 self._kernel_quantizer_spec.new(), self.pad_values,
+                                symmetric_padding=self.symmetric_padding,
                                 name=f"{self.name}_conv")
         self.bn = batch_norm(f"{self.name}_bn")
         self.shortcut = (AvgPoolShortcut(self.filters, self.strides, name=f"{self.name}_shortcut")
@@ -91,4 +98,5 @@ class BiRealBlock(BinaryBlock):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "pad_values": self.pad_values, **self._quantizer_config()}
+                "pad_values": self.pad_values,
+                "symmetric_padding": self.symmetric_padding, **self._quantizer_config()}

@@ -15,6 +15,7 @@ from kbnn.blocks._common import (
     check_pad_values,
     check_positive_int,
     check_strides,
+    check_symmetric_padding,
 )
 from kbnn.quantizers import RSign
 
@@ -68,6 +69,10 @@ class ReActNetBlock(BinaryBlock):
         strides: 1 or 2 (stride of the 3x3 convolution; the shortcut then average-pools 2x2).
         pad_values: SAME padding of the 3x3 convolution's binarized input: 0.0 pads with zeros
             (the official code), 1.0 pads with +1 (LCE's native "same-one").
+        symmetric_padding: False (default): TensorFlow's SAME padding of the 3x3
+            convolution, which for a stride-2 window on an even size pads 0 before and 1 after;
+            True: PyTorch's padding=1 on both sides, as the official PyTorch code (what
+            `kbnn.zoo` builds, so that PyTorch checkpoints compute the same windows).
         input_quantizer: quantizer of every convolution's input (alias, config dict,
             `Quantizer` instance, or None for float inputs); default "rsign".
         kernel_quantizer: quantizer of every convolution's kernel (same forms); default
@@ -75,12 +80,13 @@ class ReActNetBlock(BinaryBlock):
             training step (binary activations, real weights).
     """
 
-    def __init__(self, out_channels: int, strides: int = 1, pad_values: float = 0.0,
+    def __init__(self, out_channels: int, strides: int = 1, pad_values: float = 0.0, symmetric_padding: bool = False,
                  input_quantizer="rsign", kernel_quantizer="scaled_sign", **kwargs):
         super().__init__(**kwargs)
         self.out_channels = check_positive_int("ReActNetBlock", "out_channels", out_channels)
         self.strides = check_strides("ReActNetBlock", strides)
         self.pad_values = check_pad_values("ReActNetBlock", pad_values)
+        self.symmetric_padding = check_symmetric_padding("ReActNetBlock", symmetric_padding)
         self._init_quantizers(input_quantizer, kernel_quantizer)
 
     @property
@@ -123,7 +129,8 @@ class ReActNetBlock(BinaryBlock):
         name = self.name
         inputs, kernels = self._input_quantizer_spec, self._kernel_quantizer_spec
         self.conv3x3 = binary_conv(channels, 3, self.strides, inputs.new(), kernels.new(),
-                                   self.pad_values, name=f"{name}_conv3x3")
+                                   self.pad_values,
+                                symmetric_padding=self.symmetric_padding, name=f"{name}_conv3x3")
         self.bn3x3 = batch_norm(f"{name}_bn3x3")
         self.pool = (keras.layers.AveragePooling2D(2, strides=2, padding="same",
                                                    name=f"{name}_pool")
@@ -174,4 +181,5 @@ class ReActNetBlock(BinaryBlock):
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels,
                 "strides": self.strides, "pad_values": self.pad_values,
+                "symmetric_padding": self.symmetric_padding,
                 **self._quantizer_config()}

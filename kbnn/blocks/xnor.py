@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from kbnn.blocks._common import (
     BinaryBlock,
@@ -12,6 +13,7 @@ from kbnn.blocks._common import (
     check_pad_values,
     check_positive_int,
     check_strides,
+    check_symmetric_padding,
 )
 from kbnn.constraints import WeightClip
 from kbnn.quantizers import xnor_activation_scale
@@ -68,13 +70,17 @@ class XnorBlock(BinaryBlock):
         activation_scale: multiply by K (paper) or not (official code, default).
         pad_values: SAME padding of the binarized input: 0.0 pads with zeros, 1.0 pads with +1
             (LCE's native "same-one").
+        symmetric_padding: False (default): TensorFlow's SAME padding of the kxk
+            convolution, which for a stride-2 window on an even size pads 0 before and 1 after;
+            True: PyTorch's padding=1 on both sides, as the official PyTorch code (what
+            `kbnn.zoo` builds, so that PyTorch checkpoints compute the same windows).
         input_quantizer: quantizer of the convolution's input (alias, config dict, `Quantizer`
             instance, or None for a float input); default "ste_sign".
         kernel_quantizer: quantizer of its kernel (same forms); default "xnor_weight".
     """
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int] = 3, strides: int = 1,
-                 activation_scale: bool = False, pad_values: float = 0.0,
+                 activation_scale: bool = False, pad_values: float = 0.0, symmetric_padding: bool = False,
                  input_quantizer="ste_sign", kernel_quantizer="xnor_weight", **kwargs):
         super().__init__(**kwargs)
         self.filters = check_positive_int("XnorBlock", "filters", filters)
@@ -82,6 +88,7 @@ class XnorBlock(BinaryBlock):
         self.strides = check_strides("XnorBlock", strides)
         self.activation_scale = check_bool("XnorBlock", "activation_scale", activation_scale)
         self.pad_values = check_pad_values("XnorBlock", pad_values)
+        self.symmetric_padding = check_symmetric_padding("XnorBlock", symmetric_padding)
         self._init_quantizers(input_quantizer, kernel_quantizer)
 
     def build(self, input_shape):
@@ -89,6 +96,7 @@ class XnorBlock(BinaryBlock):
         self.conv = binary_conv(self.filters, self.kernel_size, self.strides,
                                 self._input_quantizer_spec.new(),
                                 self._kernel_quantizer_spec.new(), self.pad_values,
+                                symmetric_padding=self.symmetric_padding,
                                 name=f"{self.name}_conv", kernel_constraint=WeightClip(1.0))
         build_chain([self.bn, self.conv], input_shape)
 
@@ -102,11 +110,17 @@ class XnorBlock(BinaryBlock):
         x = self.bn(inputs, training=training)
         out = self.conv(x)
         if self.activation_scale:
-            out = out * xnor_activation_scale(x, self.kernel_size, self.strides, "same")
+            if self.symmetric_padding:  # zero-pad k // 2 on both sides, as the conv does
+                kh, kw = self.conv.kernel_size
+                x = ops.pad(x, [(0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
+                out = out * xnor_activation_scale(x, self.kernel_size, self.strides, "valid")
+            else:
+                out = out * xnor_activation_scale(x, self.kernel_size, self.strides, "same")
         return out
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": self.kernel_size, "strides": self.strides,
                 "activation_scale": self.activation_scale, "pad_values": self.pad_values,
+                "symmetric_padding": self.symmetric_padding,
                 **self._quantizer_config()}

@@ -44,3 +44,10 @@ __all__ = [
     "register_export_form",
     "registered_export_forms",
 ]
+
+# Methods II: FDA's noise adaptation module (arXiv 2103.00841), RepBNN's channel replication
+# (arXiv 2207.09049).
+from kbnn.layers.fda import NoiseAdaptation
+from kbnn.layers.replicate import ChannelReplicate
+
+__all__ += ["ChannelReplicate", "NoiseAdaptation"]

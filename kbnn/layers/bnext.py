@@ -311,6 +311,9 @@ class _QuantizerArgument:
         if quantizer is not None:
             config = kq.serialize(quantizer)
             config.pop("build_config", None)
+            # Inside `load_model`, Keras tags the objects it serialises with the id of shared
+            # objects; a quantizer argument is a recipe, never a shared object.
+            config.pop("shared_object_id", None)
             config.get("config", {}).pop("name", None)
             self._config = config
 

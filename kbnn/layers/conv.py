@@ -37,18 +37,41 @@ class QuantConv2D(QuantConvMixin, keras.layers.Conv2D):
             puts the odd pixel after (for a stride-2 conv of an even input: 0 before, 1 after).
             The output size is the same; use it to compute exactly what a PyTorch-trained
             model computes. Needs odd (dilated) kernel sizes.
+        replicate: RepBNN's channel replication (arXiv 2207.09049): the output (after bias and
+            activation) is tiled `replicate` times along the channel axis, ``[y, y, ...]``, so
+            the layer outputs ``filters * replicate`` channels from a kernel of `filters`
+            output channels (1: no replication). It converts to one `LceBconv2d` of `filters`
+            channels followed by the tile.
         **kwargs: every argument of `keras.layers.Conv2D` (`groups` included).
     """
 
     def __init__(self, filters, kernel_size, *args, input_quantizer=None, kernel_quantizer=None,
-                 pad_values=0.0, symmetric_padding=False, **kwargs):
+                 pad_values=0.0, symmetric_padding=False, replicate=1, **kwargs):
         filters = validate_size_argument(type(self).__name__, "filters", filters)
+        replicate = validate_size_argument(type(self).__name__, "replicate", replicate)
         super().__init__(filters, kernel_size, *args, **kwargs)
+        self.replicate = replicate
         self._init_quantizers(input_quantizer, kernel_quantizer=kernel_quantizer)
         self._init_pad_values(pad_values, symmetric_padding)
 
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        if self.replicate == 1:
+            return outputs
+        axis = -1 if self.data_format == "channels_last" else 1
+        reps = [1] * len(outputs.shape)
+        reps[axis] = self.replicate
+        return ops.tile(outputs, reps)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(super().compute_output_shape(input_shape))
+        axis = -1 if self.data_format == "channels_last" else 1
+        shape[axis] = shape[axis] * self.replicate
+        return tuple(shape)
+
     def get_config(self):
-        return {**super().get_config(), "symmetric_padding": self.symmetric_padding}
+        return {**super().get_config(), "symmetric_padding": self.symmetric_padding,
+                "replicate": self.replicate}
 
 
 @_register
@@ -173,6 +196,7 @@ def conv_export_form(layer) -> BinaryConvForm | ExportRefusal:
         padding_amounts=layer.padding_amounts,
         bias=layer.bias if layer.use_bias else None,
         activation=layer.activation,
+        replicate=int(getattr(layer, "replicate", 1)),
     )
 
 

@@ -100,6 +100,8 @@ class BinaryConvForm:
             layer, for SAME / causal padding (None: no padding).
         bias: bias variable or None.
         activation: activation applied last, or None.
+        replicate: RepBNN's channel replication (arXiv 2207.09049): the conv's output is tiled
+            `replicate` times along the channel axis after the activation (1: none).
     """
 
     input_quantizer: Any
@@ -113,8 +115,14 @@ class BinaryConvForm:
     padding_amounts: Callable[[Sequence], list] | None = None
     bias: Any = None
     activation: Callable | None = None
+    replicate: int = 1
 
     def __post_init__(self):
+        if isinstance(self.replicate, bool) or not isinstance(self.replicate, int) \
+                or self.replicate < 1:
+            raise ValueError(
+                "Invalid value for argument `replicate` of BinaryConvForm. Expected a strictly "
+                f"positive integer. Received replicate={self.replicate!r}.")
         if self.layout not in ("nhwc", "nwc", "dense"):
             raise ValueError(
                 "Invalid value for argument `layout` of BinaryConvForm. Expected one of "

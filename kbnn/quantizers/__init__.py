@@ -5,7 +5,8 @@ Every quantizer is a Keras layer resolvable by a string alias through `get`; bin
 
 Methods and papers: BinaryNet STE (arXiv 1602.02830), XNOR-Net (arXiv 1603.05279), Bi-Real Net
 (arXiv 1808.00278), ReActNet (arXiv 2003.03488), IR-Net (arXiv 1909.10788), AdaBin
-(arXiv 2208.08084), BNext (arXiv 2211.12933), DoReFa-Net (arXiv 1606.06160), Ternary Weight
+(arXiv 2208.08084), BNext (arXiv 2211.12933), ReBNN (arXiv 2302.00956), RBONN
+(arXiv 2209.01542), ReCU (arXiv 2103.12369), DoReFa-Net (arXiv 1606.06160), Ternary Weight
 Networks (arXiv 1605.04711), BNN+ (arXiv 1812.11800) and int8 fake quantization
 (arXiv 1712.05877). Formulas, gradients and reference values: docs/methods.md.
 """
@@ -17,7 +18,10 @@ from kbnn.quantizers.dorefa import DoReFa
 from kbnn.quantizers.fake_quant import FakeQuant
 from kbnn.quantizers.irnet import EDEQuantizer, EDESign, LibraSign, ede_grad, ede_sign
 from kbnn.quantizers.noop import NoOp
+from kbnn.quantizers.rbonn import RBONNWeight
 from kbnn.quantizers.reactnet import RSign, ScaledSign
+from kbnn.quantizers.rebnn import LearnedScaleWeight, ReBNNWeight
+from kbnn.quantizers.recu import ReCUSign, ReCUWeight
 from kbnn.quantizers.registry import deserialize, get, known_aliases, register_alias, serialize
 from kbnn.quantizers.sign import (
     ApproxSign,
@@ -46,11 +50,16 @@ __all__ = [
     "EDESign",
     "FakeQuant",
     "HardSign",
+    "LearnedScaleWeight",
     "LibraSign",
     "MagnitudeAwareSign",
     "NoOp",
     "Quantizer",
+    "RBONNWeight",
     "RSign",
+    "ReBNNWeight",
+    "ReCUSign",
+    "ReCUWeight",
     "ScaledSign",
     "SteHeaviside",
     "SteSign",
@@ -77,3 +86,12 @@ __all__ = [
     "swish_sign",
     "xnor_activation_scale",
 ]
+
+# Methods II: FDA (arXiv 2103.00841), DIR-Net (arXiv 2109.12338), binarizing by classification
+# (arXiv 2205.07433).
+from kbnn.quantizers.dirnet import DTESign, IMBWeight, dte_grad, dte_sign
+from kbnn.quantizers.fda import FDASign, fda_grad, fda_sign
+from kbnn.quantizers.learned import LearnedBinarizer, is_learned_binarizer_variable
+
+__all__ += ["DTESign", "FDASign", "IMBWeight", "LearnedBinarizer", "dte_grad", "dte_sign",
+            "fda_grad", "fda_sign", "is_learned_binarizer_variable"]

@@ -41,3 +41,13 @@ __all__ += ["exclude_binary_weights_from_decay", "replace_weight_quantizers", "t
 from kbnn.training.bnext import bnext_tau, bnext_tau_schedule
 
 __all__ += ["bnext_tau", "bnext_tau_schedule"]
+
+from kbnn.training.recu import ReCUTauSchedule, recu_tau
+
+__all__ += ["ReCUTauSchedule", "recu_tau"]
+
+from kbnn.training.fda import FDASchedule, fda_schedule_values
+from kbnn.training.losses import LipschitzRetentionLoss, RepresentationDistillation
+
+__all__ += ["FDASchedule", "LipschitzRetentionLoss", "RepresentationDistillation",
+            "fda_schedule_values"]

@@ -8,7 +8,8 @@ next to it as .npz (torch -> numpy). The ReActNet checkpoints (the official modu
 of the published width) are committed gzipped, with the logits torch computes. The malicious
 checkpoints carry a payload that would create the file named by $KBNN_PWNED_MARKER; this script
 checks that `torch.load(weights_only=False)` does run it (so the fixture is live) in a temporary
-folder. The fixtures stay under 200 KiB in all.
+folder. The fixtures stay under 300 KiB in all.
+`make_torch_fixtures.py bnext` writes only the BNext-T fixture.
 """
 
 from __future__ import annotations
@@ -176,16 +177,11 @@ class RABlock(nn.Module):
         return self.move23(self.prelu2(self.move22(out2)))
 
 
-# The official code pads its stride-2 3x3 convolutions by 1 on every side (padding=1);
-# kbnn.zoo.ReActNetA uses Keras' SAME padding, which for even sizes pads 0 before and 1 after.
-# The replica pads as kbnn does, so that the test checks the checkpoint mapping itself; set
-# False to get the official padding.
-KERAS_SAME_PADDING = True
-
-
+# The official padding: padding=k // 2 on both sides (PyTorch), which kbnn.zoo reproduces
+# (symmetric_padding=True binary convs, explicit pads before the real convs and the max-pool);
+# TensorFlow's SAME padding would pad a stride-2 window on an even size 0 before and 1 after,
+# shifting every window by one pixel, which these fixtures would show.
 def conv2d(x, w, stride, padding):
-    if KERAS_SAME_PADDING and stride == 2 and padding == 1:
-        return nn.functional.conv2d(nn.functional.pad(x, (0, 1, 0, 1)), w, stride=2)
     return nn.functional.conv2d(x, w, stride=stride, padding=padding)
 
 
@@ -221,7 +217,7 @@ class ReActNetA(nn.Module):
 
     def forward(self, x):
         first = self.feature[0]
-        x = first.bn1(conv2d(x, first.conv1.weight, 2, 1))
+        x = first.bn1(first.conv1(x))
         for block in self.feature[1:]:
             x = block(x)
         return self.fc(x.mean(dim=(2, 3)))
@@ -234,14 +230,7 @@ def reactnet_a() -> None:
     widths = [c // 32 for c in [32, 64, 128, 128, 256, 256] + [512] * 6 + [1024] * 2]
     net = ReActNetA(widths, classes=10)
     randomize(net)
-    save_release(net, "reactnet_a_w1_32", torch.randn(1, 3, 32, 32).half().float(), legacy=True)
-
-
-def same_pad(x, k, value=0.0):
-    """Keras SAME padding of a stride-2 k x k window on an even size: (k-2)//2 before, the rest
-    after (the official code pads (k-1)//2 on both sides)."""
-    before = (k - 2) // 2
-    return nn.functional.pad(x, (before, k - 2 - before, before, k - 2 - before), value=value)
+    save_release(net, "reactnet_a_w1_32", torch.randn(4, 3, 32, 32).half().float(), legacy=True)
 
 
 class RRBlock(nn.Module):
@@ -272,6 +261,7 @@ class ReActNetResNet18(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = widths[0]
         for stage, planes in enumerate(widths, start=1):
             stride = 1 if stage == 1 else 2
@@ -288,11 +278,7 @@ class ReActNetResNet18(nn.Module):
         self.fc = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
-        if KERAS_SAME_PADDING:
-            x = self.bn1(nn.functional.conv2d(same_pad(x, 7), self.conv1.weight, stride=2))
-            x = nn.functional.max_pool2d(same_pad(x, 3, -float("inf")), 3, 2)
-        else:
-            x = nn.functional.max_pool2d(self.bn1(self.conv1(x)), 3, 2, 1)
+        x = self.maxpool(self.bn1(self.conv1(x)))
         for stage in range(1, 5):
             x = getattr(self, f"layer{stage}")(x)
         return self.fc(x.mean(dim=(2, 3)))
@@ -341,7 +327,196 @@ def reactnet_resnet18() -> None:
     torch.manual_seed(2)
     net = ReActNetResNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
     randomize(net)
-    save_release(net, "reactnet_resnet18_w1_32", torch.randn(1, 3, 32, 32).half().float(),
+    save_release(net, "reactnet_resnet18_w1_32", torch.randn(4, 3, 32, 32).half().float(),
+                 legacy=False)
+
+
+# BNext (arXiv 2211.12933), written from the paper's structure with the module names of the
+# official `hpi-xnor/BNext` `src/bnext.py`, in eval mode: `HardSign` (sign; its temperature
+# buffer only scales before the sign), `HardBinaryConv` (sign(W) once its temperature buffer is
+# below 1e-7, else clamp(W / t, -1, 1); OIHW weight, padding k // 2 on both sides), SE with
+# sigmoid, ELM-Attention / FFN units, BasicBlock with `Attention` then `FFN` or `FFN_1`/`FFN_2`
+# concatenated, `feature.0` stem with an unused `prelu`, head `prelu` -> mean -> `fc`.
+class BNextSign(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("temperature", torch.ones(1))
+
+    def forward(self, x):
+        return torch.sign(x)
+
+
+class BNextBinaryConv(nn.Module):
+    def __init__(self, cin, cout, k, stride):
+        super().__init__()
+        self.stride, self.padding = stride, k // 2
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k) * 0.001)
+        self.register_buffer("temperature", torch.ones(1))
+
+    def forward(self, x):
+        if self.temperature < 1e-7:
+            w = torch.sign(self.weight)
+        else:
+            w = (self.weight / self.temperature.clamp(min=1e-8)).clamp(-1, 1)
+        return conv2d(x, w, self.stride, self.padding)
+
+
+class BNextSE(nn.Module):
+    """GAP -> 1x1 conv (C -> C // 8, bias) -> ReLU -> 1x1 conv (-> C, bias) -> sigmoid; the
+    hidden width is at least 1 (the official code needs C >= 8, kbnn rounds up)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        hidden = max(channels // 8, 1)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
+                                nn.ReLU(), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.se(x))
+
+
+class BNextUnit(nn.Module):
+    """kind "attention" (ELM-Attention), "ffn3" (FFN_3x3) or "ffn1" (FFN_1x1); C -> C."""
+
+    def __init__(self, channels, kind, stride=1):
+        super().__init__()
+        self.kind, self.stride = kind, stride
+        self.move = LearnableBias(channels)
+        self.binary_activation = BNextSign()
+        self.binary_conv = BNextBinaryConv(channels, channels, 1 if kind == "ffn1" else 3,
+                                           stride)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.norm2 = nn.BatchNorm2d(channels)
+        self.activation1 = nn.PReLU(channels)
+        self.activation2 = nn.PReLU(channels)
+        self.se = BNextSE(channels)
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1) * 0.5)
+
+    def pool(self, x):
+        return nn.functional.avg_pool2d(x, 2, 2) if self.stride == 2 else x
+
+    def forward(self, inputs):
+        x = self.binary_conv(self.binary_activation(self.move(inputs)))
+        x = self.activation2(self.norm1(x))
+        pooled = self.pool(inputs)
+        x = self.se(self.scale * pooled + (1 - self.scale) * x) * x
+        if self.kind == "attention":
+            residual = self.pool(self.activation1(inputs))
+            return self.norm2(x * residual) + residual
+        return self.norm2(x) + pooled
+
+
+class BNextBasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, mode):
+        super().__init__()
+        self.Attention = BNextUnit(cin, "attention" if mode == "scale" else "ffn3", stride)
+        if cin == cout:
+            self.FFN = BNextUnit(cin, "ffn1")
+        else:
+            self.FFN_1 = BNextUnit(cin, "ffn1")
+            self.FFN_2 = BNextUnit(cin, "ffn1")
+
+    def forward(self, x):
+        x = self.Attention(x)
+        if hasattr(self, "FFN"):
+            return self.FFN(x)
+        return torch.cat((self.FFN_1(x), self.FFN_2(x)), dim=1)
+
+
+class BNext(nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        first = nn.Module()
+        first.conv1 = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
+        first.bn1 = nn.BatchNorm2d(widths[0])
+        first.prelu = nn.PReLU(widths[0])  # created, never called (as the official stem)
+        self.feature = nn.ModuleList([first])
+        for i in range(1, len(widths)):
+            stride = 2 if widths[i] != widths[i - 1] and widths[i] != widths[1] else 1
+            mode = "bias" if i == 1 or i % 2 else "scale"
+            self.feature.append(BNextBasicBlock(widths[i - 1], widths[i], stride, mode))
+        self.prelu = nn.PReLU(widths[-1])
+        self.fc = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        first = self.feature[0]
+        x = first.bn1(first.conv1(x))
+        for block in self.feature[1:]:
+            x = block(x)
+        return self.fc(self.prelu(x).mean(dim=(2, 3)))
+
+
+def bnext_tiny() -> None:
+    """BNext-T at 1/32 of the published width (stem 1 channel ... 32), 10 classes, annealed
+    (every temperature 0.9**200 < 1e-7), zip format, with DataParallel keys."""
+    torch.manual_seed(3)
+    widths = [c // 32 for c in [32, 64, 128, 128, 256, 256] + [512] * 6 + [1024] * 2]
+    net = BNext(widths, classes=10)
+    randomize(net)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(".scale"):
+                p.uniform_(0.0, 1.0)
+            elif "activation" in name:
+                p.uniform_(0.05, 0.5)
+        for name, buffer in net.named_buffers():
+            if name.endswith("temperature"):
+                buffer.fill_(0.9 ** 200)
+    save_release(net, "bnext_tiny_w1_32", torch.randn(4, 3, 32, 32).half().float(),
+                 legacy=False)
+
+
+class BiRealBlock(nn.Module):
+    """The official Bi-Real Net BasicBlock (liuzechun/Bi-Real-net,
+    pytorch_implementation/BiReal18_34/birealnet.py) in eval mode, same module names: sign ->
+    HardBinaryConv (`weights` flattened (O*I*3*3, 1), mean |W| per output channel, padding=1)
+    -> bn1, plus the (downsampled) input."""
+
+    def __init__(self, inplanes, planes, stride, downsample):
+        super().__init__()
+        self.binary_conv = OfficialBinaryConv(inplanes, planes, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.bn1(self.binary_conv(torch.sign(x)))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class BiRealNet18(nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = widths[0]
+        for stage, planes in enumerate(widths, start=1):
+            stride = 1 if stage == 1 else 2
+            blocks = []
+            for b in range(4):
+                downsample = None
+                if b == 0 and (stride != 1 or inplanes != planes):
+                    downsample = nn.Sequential(nn.AvgPool2d(2, stride),
+                                               nn.Conv2d(inplanes, planes, 1, bias=False),
+                                               nn.BatchNorm2d(planes))
+                blocks.append(BiRealBlock(inplanes, planes, stride if b == 0 else 1, downsample))
+                inplanes = planes
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.bn1(self.conv1(x)))
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def bireal_net18() -> None:
+    """Bi-Real Net-18 at 1/32 of the published width, 10 classes, zip format."""
+    torch.manual_seed(3)
+    net = BiRealNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
+    randomize(net)
+    save_release(net, "bireal_net18_w1_32", torch.randn(4, 3, 32, 32).half().float(),
                  legacy=False)
 
 
@@ -372,6 +547,12 @@ def check_payload_is_live(path: pathlib.Path) -> None:
 
 def main() -> None:
     HERE.mkdir(exist_ok=True)
+    if sys.argv[1:] == ["bnext"]:  # only the BNext fixture (the others unchanged)
+        bnext_tiny()
+        return
+    if sys.argv[1:] == ["bireal"]:  # only the Bi-Real fixture (the others unchanged)
+        bireal_net18()
+        return
     dtypes = dtype_tensors()
     torch.save(dtypes, HERE / "dtypes.pt")
     save_expected("dtypes", dtypes)
@@ -403,9 +584,11 @@ def main() -> None:
     tiny_model()
     reactnet_a()
     reactnet_resnet18()
+    bireal_net18()
+    bnext_tiny()
     total = sum(p.stat().st_size for p in HERE.iterdir())
     print(f"wrote {len(list(HERE.iterdir()))} files, {total / 1024:.1f} KiB, torch {torch.__version__}")
-    assert total < 200 * 1024
+    assert total < 300 * 1024
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The official ReActNet ResNet-18 checkpoint layout (liuzechun/ReActNet,
 resnet/2_step2/birealnet.py) loaded into `kbnn.zoo.ReActNetResNet18` through the registered
 mapping: a real `torch.save` file (zip format, DataParallel keys) at 1/32 of the published width,
-whose logits torch computed."""
+whose logits torch computed with the official padding (Conv2d(7, 2, padding=3),
+MaxPool2d(3, 2, padding=1), padding=1 on the stride-2 binary convs), which the builder
+reproduces."""
 
 import gzip
 import pathlib
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from kbnn import zoo
+from kbnn.converters import convert, verify
 from kbnn.zoo import torch_checkpoint as tc
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -28,7 +31,13 @@ def test_logits_match_torch(checkpoint):
         images, logits = data["input_nhwc"].astype(np.float32), data["logits"]
     model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32,
                                  classifier_activation=None, weights=str(checkpoint))
-    np.testing.assert_allclose(model.predict(images, verbose=0), logits, rtol=1e-4, atol=1e-4)
+    outputs = model.predict(images, verbose=0)
+    np.testing.assert_allclose(outputs, logits, rtol=1e-4, atol=1e-4)
+    assert np.abs(outputs - logits).max() / np.abs(logits).max() < 1e-4
+    np.testing.assert_array_equal(outputs.argmax(-1), logits.argmax(-1))
+
+    report = verify(model, convert(model, strict=True), images, atol=1e-3, rtol=1e-4)
+    assert report.within_tolerance == 1.0 and report.top1_agreement == 1.0, report
 
 
 def test_every_tensor_and_variable_is_used(checkpoint):

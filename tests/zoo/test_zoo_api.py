@@ -19,7 +19,8 @@ from kbnn.layers import QuantConv2D, RPReLU
 from kbnn.quantizers import EDESign, LibraSign, SteSign
 
 MODELS = ["QuickNetSmall", "QuickNet", "QuickNetLarge", "ReActNetA", "ReActNetResNet18",
-          "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18"]
+          "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18", "BNextTiny",
+          "BNextSmall", "BNextMiddle", "BNextLarge"]
 RESNETS = ["ReActNetResNet18", "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18"]
 # keras.applications' arguments, in order, with their defaults (weights=None here: the zoo
 # never downloads unless asked).
@@ -283,12 +284,17 @@ def test_quicknet_layer_names():
 def test_resnet_layer_names(name, blocks, block_class):
     model = small(name)
     names = layer_names(model)
-    assert names[1:3] == ["stem_conv", "stem_bn"] and "stem_pool" in names
+    # PyTorch's padding: explicit pads before the stem conv and max-pool (VALID windows)
+    assert names[1:4] == ["stem_conv_pad", "stem_conv", "stem_bn"]
+    assert names.index("stem_pool_pad") + 1 == names.index("stem_pool")
+    assert model.get_layer("stem_conv").padding == "valid"
+    assert model.get_layer("stem_pool").padding == "valid"
     for stage, count in enumerate(blocks, start=1):
         for block in range(1, count + 1):
             layer = model.get_layer(f"stage{stage}_block{block}")
             assert isinstance(layer, block_class)
             assert layer.strides == (2 if stage > 1 and block == 1 else 1)
+            assert layer.symmetric_padding and layer.conv.symmetric_padding
             if name == "ReActNetResNet18":
                 assert isinstance(model.get_layer(f"stage{stage}_block{block}_rprelu"), RPReLU)
         assert f"stage{stage}_block{count + 1}" not in names
@@ -307,9 +313,10 @@ def test_resnet_layer_names(name, blocks, block_class):
 def test_reactnet_a_layer_names_and_strides():
     model = small("ReActNetA")
     names = layer_names(model)
-    assert names[1:3] == ["stem_conv", "stem_bn"]
+    assert names[1:4] == ["stem_conv_pad", "stem_conv", "stem_bn"]
     blocks = [model.get_layer(f"block{i}") for i in range(1, 14)]
     assert all(isinstance(b, ReActNetBlock) for b in blocks)
+    assert all(b.symmetric_padding and b.conv3x3.symmetric_padding for b in blocks)
     assert [b.strides for b in blocks] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
     assert "block14" not in names
     # 0.125 * (64, 128, 128, 256, 256, 512 x 6, 1024, 1024)
