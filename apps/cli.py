@@ -1,4 +1,5 @@
-"""The `kbnn` command line: convert, inspect, summary, verify, bench and the digits demo.
+"""The `kbnn` command line: convert, inspect, summary, verify, bench, the digits demo, train,
+zoo.
 
     kbnn convert MODEL.keras -o OUT.tflite [--int8] [--no-strict] [--verify N] [--overwrite]
     kbnn inspect FLATBUFFER.tflite
@@ -6,6 +7,8 @@
     kbnn verify MODEL.keras FLATBUFFER.tflite [--samples N]
     kbnn bench FLATBUFFER.tflite [--model MODEL.keras] [--threads T ...] [--runs R]
     kbnn demo [--epochs E] [--out DIR] [--overwrite]
+    kbnn train MODEL --dataset DATA --epochs N --out DIR [--overwrite | --resume] ...
+    kbnn zoo list | convert NAME -o OUT.tflite | import NAME CHECKPOINT.pth -o OUT.keras
 
 Errors are one line on stderr (``kbnn: error: ...``) with exit code 1 (2 for usage errors);
 ``--debug`` shows the traceback and the native (C++) log of TensorFlow/LCE instead.
@@ -452,6 +455,12 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def _cmd_train(args) -> int:
+    from kbnn_apps.train import command
+
+    return command(args)
+
+
 # ------------------------------------------------------------------------------- parser
 
 
@@ -542,6 +551,8 @@ def _overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the `kbnn` command (imports only the standard library)."""
     from kbnn_apps.demo import DEFAULT_EPOCHS, DEFAULT_OUT_DIR
+    from kbnn_apps.train import add_arguments as train_arguments
+    from kbnn_apps.zoo_cli import add_parser as zoo_arguments
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -636,6 +647,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs per engine in the latency benchmark (default 50)")
     _overwrite_option(p, "the results in DIR")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", parents=[debug],
+                       help="train a binary network on digits, CIFAR, ImageNet or a folder, "
+                            "then convert, verify and report",
+                       description="Train a kbnn.zoo architecture or a .keras model (one "
+                                   "device, mirrored GPUs, several workers or a TPU), with "
+                                   "checkpoints every epoch (--resume continues an interrupted "
+                                   "run), CSV and TensorBoard logs; then convert it to LCE, "
+                                   "verify the flatbuffer on held-out images and write "
+                                   "report.md.")
+    train_arguments(p, _positive_int, _seed, _fraction)
+    p.set_defaults(func=_cmd_train)
+
+    zoo_arguments(sub, debug, _positive_int, _overwrite_option)
     return parser
 
 

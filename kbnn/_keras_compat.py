@@ -25,13 +25,14 @@ __all__ = [
     "kernel_variable",
     "layer_input_shapes",
     "lce_convert_graph",
-    "tensor_name",
     "model_input_structure",
+    "multi_worker_fit_fixes",
     "optimizer_variable_index",
     "optimizer_variable_key",
     "recording_ops",
     "register_activation_alias",
     "register_constraint_alias",
+    "tensor_name",
 ]
 
 
@@ -311,3 +312,59 @@ def optimizer_variable_index(optimizer, variable) -> int:
     """The position of `variable` in the list a built optimizer was built with
     (`BaseOptimizer._get_variable_index`, the seam Keras' own optimizers use to find a slot)."""
     return optimizer._get_variable_index(variable)
+
+
+@contextlib.contextmanager
+def multi_worker_fit_fixes():
+    """Work around two Keras 3 bugs that stop `Model.fit` / `evaluate` under
+    `tf.distribute.MultiWorkerMirroredStrategy` (keras-team/keras#20585, tensorflow#72388):
+
+    * `TensorFlowTrainer._maybe_symbolic_build` reduces the first data batch across the workers
+      with ``strategy.reduce("MEAN", (x, y))``, which the collective strategy cannot do for a
+      tuple; the batch is only needed for its shapes, so the local replica's values are used.
+    * `reduce_per_replica` averages the per-replica metric scalars with
+      ``strategy.reduce("MEAN", v, axis=0)``, invalid for a scalar; ``axis=None`` is used.
+
+    Both are private Keras (``keras.src.backend.tensorflow.trainer``); the patches are undone
+    when the block ends. tests/test_keras_compat.py and tests/training/test_multiworker.py fail loudly when a Keras release
+    moves them."""
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original_reduce = tf_trainer.reduce_per_replica
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            def mean(v):
+                if isinstance(v, (tf.distribute.DistributedValues, tf.Tensor)):
+                    return strategy.reduce("MEAN", v, axis=None)
+                return v
+
+            return tree.map_structure(mean, values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+        return
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = original_build

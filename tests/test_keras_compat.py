@@ -227,3 +227,14 @@ def test_freeze_falls_back_for_graphs_with_function_calls():
     x = np.random.default_rng(1).normal(size=(1, 4)).astype("float32")
     expected = 2.0 * (x @ np.asarray(dense.kernel) + np.asarray(dense.bias)) + 1.0
     np.testing.assert_allclose(Interpreter(flatbuffer).predict(x), expected, rtol=1e-5)
+
+
+def test_multi_worker_fit_fixes_patch_and_restore_the_trainer():
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    reduce, build = tf_trainer.reduce_per_replica, tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    with compat.multi_worker_fit_fixes():
+        assert tf_trainer.reduce_per_replica is not reduce, VERSION
+        assert tf_trainer.TensorFlowTrainer._maybe_symbolic_build is not build, VERSION
+    assert tf_trainer.reduce_per_replica is reduce, VERSION
+    assert tf_trainer.TensorFlowTrainer._maybe_symbolic_build is build, VERSION

@@ -1,0 +1,256 @@
+"""`kbnn zoo`: the kbnn.zoo architectures from the command line.
+
+    kbnn zoo list [--compute]
+    kbnn zoo convert NAME -o OUT.tflite [--weights W] [--input-size S] [--width-multiplier M]
+                     [--classes K] [--int8] [--no-strict] [--overwrite]
+    kbnn zoo import NAME CHECKPOINT.pth -o OUT.keras [--input-size S] [--width-multiplier M]
+                    [--classes K] [--key KEY] [--no-strict] [--overwrite]
+
+`list` prints every architecture with its parameters and OPs at 224x224 (from
+benchmarks/zoo_figures.json, the table of docs/zoo.md; a model missing there is counted only
+with --compute, which builds it), the published top-1 and the registered weights. `convert`
+builds a model (random weights, or --weights: a registered name, a file or a URL) and writes its
+LCE flatbuffer. `import` builds a model, loads an official PyTorch checkpoint into it through
+the architecture's registered mapping (`kbnn.zoo.load_torch_checkpoint`, no PyTorch needed) and
+saves it as .keras.
+
+Only the standard library is imported here: `add_parser` builds the arguments, and `command`
+imports kbnn (and TensorFlow) once the arguments are parsed. Outputs are checked before
+anything is computed and written atomically (`kbnn_apps.cli.write_atomically`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_parser", "command"]
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES_JSON = os.path.join(_ROOT, "benchmarks", "zoo_figures.json")
+BENCH_ZOO = os.path.join(_ROOT, "benchmarks", "bench_zoo.py")
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    """S or H,W (pixels, each >= 1)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected a size S or H,W of positive integers, got {text!r}")
+    return (sizes[0], sizes[-1])
+
+
+def _multiplier(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _model_options(p: argparse.ArgumentParser, positive_int) -> None:
+    p.add_argument("name", metavar="NAME",
+                   help="the architecture (see `kbnn zoo list`; case, '-' and '_' ignored)")
+    p.add_argument("--input-size", type=_input_size, default=None, metavar="S|H,W",
+                   help="input height and width in pixels (default 224, the published size)")
+    p.add_argument("--width-multiplier", type=_multiplier, default=1.0, metavar="M",
+                   help="scale every width by M (default 1.0, the published model)")
+    p.add_argument("--classes", type=positive_int, default=1000, metavar="K",
+                   help="classifier outputs (default 1000, ImageNet)")
+
+
+def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_option) -> None:
+    """Add `kbnn zoo` (list / convert / import) to the `kbnn` subparsers `sub`."""
+    zoo = sub.add_parser("zoo", parents=[debug],
+                         help="the kbnn.zoo architectures: list, convert, import PyTorch "
+                              "checkpoints",
+                         description="The kbnn.zoo architectures (docs/zoo.md): list them, "
+                                     "convert one to an LCE flatbuffer, or import an official "
+                                     "PyTorch checkpoint into one.")
+    zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
+
+    p = zsub.add_parser("list", parents=[debug],
+                        help="architectures, parameters, OPs, published top-1, weights")
+    p.add_argument("--compute", action="store_true",
+                   help="build and count the models that benchmarks/zoo_figures.json lacks "
+                        "(seconds to a minute per model) instead of leaving them blank")
+    p.set_defaults(func=command)
+
+    p = zsub.add_parser("convert", parents=[debug],
+                        help="build a zoo model and write its LCE flatbuffer",
+                        description="Build a kbnn.zoo model (random weights unless --weights) "
+                                    "and convert it with kbnn.converters.convert. The "
+                                    "flatbuffer is written to a temporary file and renamed "
+                                    "into place.")
+    _model_options(p, positive_int)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
+                   help="the flatbuffer file to write")
+    p.add_argument("--weights", default=None, metavar="W",
+                   help="weights to load: a registered name (e.g. imagenet, see `kbnn zoo "
+                        "list`), a .keras/.weights.h5/.h5/PyTorch file, or a URL (default: "
+                        "random weights)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 ops for FakeQuant-trained float layers (QAT)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="convert binary layers LCE cannot lower as float ops (warned) instead "
+                        "of failing")
+    overwrite_option(p, "OUT.tflite")
+    p.set_defaults(func=command)
+
+    p = zsub.add_parser("import", parents=[debug],
+                        help="load an official PyTorch checkpoint into a zoo model, save .keras",
+                        description="Build a kbnn.zoo model and load a PyTorch checkpoint "
+                                    "(torch.save file of the official code; read without "
+                                    "PyTorch and without running pickled code) through the "
+                                    "architecture's registered mapping, then save the model.")
+    _model_options(p, positive_int)
+    p.add_argument("checkpoint", metavar="CHECKPOINT.pth",
+                   help="the PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.keras",
+                   help="the Keras model file to write (.keras)")
+    p.add_argument("--key", default=None, metavar="KEY",
+                   help="where the state dict is nested in the checkpoint (default: found "
+                        "automatically)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load even if checkpoint tensors are left unused or model weights "
+                        "unfilled (listed) instead of failing")
+    overwrite_option(p, "OUT.keras")
+    p.set_defaults(func=command)
+
+
+# --------------------------------------------------------------------------------- commands
+
+def command(args) -> int:
+    """Run `kbnn zoo <list|convert|import>` (kbnn imported here)."""
+    return {"list": _list, "convert": _convert, "import": _import}[args.zoo_command](args)
+
+
+def _load_json(path: str) -> dict:
+    import json
+
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _published_top1() -> dict:
+    """name -> published top-1 (str) from benchmarks/bench_zoo.py's TOP1, when present."""
+    if not os.path.isfile(BENCH_ZOO):
+        return {}
+    import ast
+
+    with open(BENCH_ZOO) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TOP1"
+                                                for t in node.targets):
+            try:
+                table = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            return {name: value[0] for name, value in table.items()}
+    return {}
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:g}"
+
+
+def _list(args) -> int:
+    from kbnn import zoo
+    from kbnn.zoo import weights as zw
+
+    figures = _load_json(FIGURES_JSON)
+    top1 = _published_top1()
+    rows = [("Model", "Params", "OPs", "Top-1 (%)", "Weights")]
+    for name in zoo.list_models():
+        row = figures.get(name)
+        if row is None and args.compute:
+            import kbnn
+
+            profile = kbnn.profile(zoo.get(name))
+            row = {"params": profile.total_params, "ops": profile.ops}
+        entries = zw.list_weights(name)
+        paper = top1.get(name) or next((f"{e.top1:g}" for e in entries if e.top1), "-")
+        weights = ", ".join(f"{e.name} ({e.top1:g}%)" if e.top1 else e.name for e in entries)
+        rows.append((name, f"{row['params']:,}" if row else "-",
+                     _human(row["ops"]) if row else "-", paper, weights or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if any(r[1] == "-" for r in rows[1:]):
+        print("(-: not in benchmarks/zoo_figures.json; `kbnn zoo list --compute` counts them)")
+    print("Params and OPs (BOPs/64 + FLOPs) at 224x224x3 with 1000 classes; docs/zoo.md.")
+    return 0
+
+
+def _build(args, **kwargs):
+    from kbnn import zoo
+
+    shape = None if args.input_size is None else (*args.input_size, 3)
+    return zoo.get(args.name, input_shape=shape, classes=args.classes,
+                   width_multiplier=args.width_multiplier, **kwargs)
+
+
+def _convert(args) -> int:
+    import warnings
+
+    from kbnn_apps.cli import check_output_path, write_bytes_atomically
+
+    inputs = [args.weights] if args.weights and os.path.exists(args.weights) else []
+    check_output_path(args.output, "--output", inputs=inputs, overwrite=args.overwrite)
+    model = _build(args, weights=args.weights)
+
+    from kbnn.converters import convert
+
+    with warnings.catch_warnings():  # the notes are printed below, once
+        warnings.filterwarnings("ignore", message="kbnn.converters:")
+        result = convert(model, int8=args.int8, strict=args.strict, return_report=True)
+    write_bytes_atomically(args.output, result.flatbuffer)
+    report = result.report
+    print(f"Wrote {args.output}: {model.name}, {report.size_bytes:,} bytes, "
+          f"{report.n_binary_convs} LceBconv2d")
+    for note in result.warnings:
+        print(f"warning: {note}")
+    return 0
+
+
+def _import(args) -> int:
+    from kbnn_apps.cli import CLIError, _existing_file, check_output_path, write_atomically
+
+    _existing_file(args.checkpoint)
+    if not args.output.endswith(".keras"):
+        raise CLIError(f"--output {args.output}: Keras saves models only under a name ending "
+                       "in .keras")
+    check_output_path(args.output, "--output", inputs=[args.checkpoint],
+                      overwrite=args.overwrite)
+    model = _build(args)
+
+    from kbnn import zoo
+    from kbnn.zoo import torch_checkpoint as tc
+
+    # the architecture's registered name (NAME may differ in case and separators)
+    key = args.name.replace("-", "").replace("_", "").lower()
+    architecture = next(n for n in zoo.list_models() if n.lower() == key)
+    mapping = tc.get_torch_mapping(architecture)
+    report = tc.load_torch_checkpoint(model, args.checkpoint, mapping, strict=args.strict,
+                                      key=args.key)
+    write_atomically(args.output, model.save)
+    print(f"Wrote {args.output}: {model.name} with {len(report.loaded)} tensors of "
+          f"{args.checkpoint}")
+    for what in ("unused", "unfilled"):
+        left = getattr(report, what)
+        if left:
+            print(f"warning: {len(left)} {what}: {', '.join(left[:10])}"
+                  + (" ..." if len(left) > 10 else ""))
+    return 0
