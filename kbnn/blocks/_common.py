@@ -85,17 +85,6 @@ def check_symmetric_padding(owner: str, symmetric_padding) -> bool:
     return symmetric_padding
 
 
-def _drop_shared_object_ids(config) -> None:
-    """Remove Keras' "shared_object_id" tags from a serialised config, at every depth."""
-    if isinstance(config, dict):
-        config.pop("shared_object_id", None)
-        for value in config.values():
-            _drop_shared_object_ids(value)
-    elif isinstance(config, list):
-        for value in config:
-            _drop_shared_object_ids(value)
-
-
 class QuantizerSpec:
     """A block's quantizer argument, resolved once: the quantizer class and its serialised
     config (`kbnn.quantizers.serialize` without "build_config" and without the instance name),
@@ -110,14 +99,7 @@ class QuantizerSpec:
         self.cls = None if quantizer is None else type(quantizer)
         self._serialized = None
         if quantizer is not None:
-            serialized = kq.serialize(quantizer)
-            serialized.pop("build_config", None)
-            # Inside `load_model`, Keras tags objects it serialises with the id of shared
-            # objects (nested ones too, e.g. an initializer whose id a freed object had); a
-            # quantizer spec is a recipe, never a shared object.
-            _drop_shared_object_ids(serialized)
-            # each convolution's copy gets its own (automatic) layer name
-            serialized.get("config", {}).pop("name", None)
+            serialized = kq.serialize_recipe(quantizer)
             self._serialized = serialized
 
     @property

@@ -309,13 +309,7 @@ class _QuantizerArgument:
         quantizer = kq.get(value, argument=argument, owner=owner)
         self._config = None
         if quantizer is not None:
-            config = kq.serialize(quantizer)
-            config.pop("build_config", None)
-            # Inside `load_model`, Keras tags the objects it serialises with the id of shared
-            # objects; a quantizer argument is a recipe, never a shared object.
-            config.pop("shared_object_id", None)
-            config.get("config", {}).pop("name", None)
-            self._config = config
+            self._config = kq.serialize_recipe(quantizer)
 
     def new(self):
         return None if self._config is None else kq.deserialize(copy.deepcopy(self._config))

@@ -22,7 +22,14 @@ from kbnn.quantizers.rbonn import RBONNWeight
 from kbnn.quantizers.reactnet import RSign, ScaledSign
 from kbnn.quantizers.rebnn import LearnedScaleWeight, ReBNNWeight
 from kbnn.quantizers.recu import ReCUSign, ReCUWeight
-from kbnn.quantizers.registry import deserialize, get, known_aliases, register_alias, serialize
+from kbnn.quantizers.registry import (
+    deserialize,
+    get,
+    known_aliases,
+    register_alias,
+    serialize,
+    serialize_recipe,
+)
 from kbnn.quantizers.sign import (
     ApproxSign,
     MagnitudeAwareSign,
@@ -79,6 +86,7 @@ __all__ = [
     "magnitude_aware_sign",
     "register_alias",
     "serialize",
+    "serialize_recipe",
     "sign_with_surrogate_grad",
     "ste_heaviside",
     "ste_sign",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import keras
@@ -39,6 +40,34 @@ def serialize(quantizer: Quantizer | None) -> dict | None:
     if quantizer is None:
         return None
     return keras.saving.serialize_keras_object(quantizer)
+
+
+def serialize_recipe(quantizer: Quantizer | None) -> dict | None:
+    """A detached config from which to build copies of `quantizer` (``None`` for ``None``):
+    `serialize` without the build config, the instance name and Keras' "shared_object_id" tags.
+
+    Layers and blocks that make one quantizer per convolution from one argument keep this.
+    It is a deep copy: while a model is saved, Keras keeps the dicts it serialised and later
+    adds a "shared_object_id" to one when it meets an object at the same address (a freed
+    object's address reused), which must not reach a stored recipe.
+    """
+    if quantizer is None:
+        return None
+    config = copy.deepcopy(serialize(quantizer))
+    config.pop("build_config", None)
+    _drop_shared_object_ids(config)
+    config.get("config", {}).pop("name", None)
+    return config
+
+
+def _drop_shared_object_ids(config) -> None:
+    if isinstance(config, dict):
+        config.pop("shared_object_id", None)
+        for value in config.values():
+            _drop_shared_object_ids(value)
+    elif isinstance(config, list):
+        for value in config:
+            _drop_shared_object_ids(value)
 
 
 def _quantizer_custom_objects() -> dict[str, type]:
