@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kbnn.checks import argument_error, check_positive_int
+
 __all__ = ["IMAGE_SHAPE", "MAX_PIXEL", "NUM_CLASSES", "DigitsSplit", "load_digits_split"]
 __all__ += ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN",
             "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "IMAGENET_STD",
@@ -269,25 +271,11 @@ def _tfds(what: str):
     return tfds
 
 
-def _argument_error(owner: str, name: str, expected: str, value) -> ValueError:
-    return ValueError(f"Invalid value for argument `{name}` of {owner}. Expected {expected}. "
-                      f"Received {name}={value!r}.")
-
-
-def _check_positive_int(owner: str, name: str, value, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise _argument_error(owner, name, "an integer >= 1" + (" or None" if allow_none
-                                                                 else ""), value)
-    return int(value)
-
-
 def _check_seed(owner: str, seed):
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise _argument_error(owner, "seed", "a non-negative integer or None", seed)
+        raise argument_error(owner, "seed", "a non-negative integer or None", seed)
     return int(seed)
 
 
@@ -295,7 +283,7 @@ def _check_recipe(owner: str, recipe) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if recipe not in RECIPES:
-        raise _argument_error(owner, "recipe", f"one of {', '.join(map(repr, RECIPES))} or a "
+        raise argument_error(owner, "recipe", f"one of {', '.join(map(repr, RECIPES))} or a "
                               "kbnn.data.Recipe", recipe)
     return RECIPES[recipe]
 
@@ -308,7 +296,7 @@ def _resolve_augment(owner: str, augment, split: str) -> bool:
     if augment is None:
         return _is_training_split(split)
     if not isinstance(augment, bool):
-        raise _argument_error(owner, "augment", "True, False or None (None: augment the "
+        raise argument_error(owner, "augment", "True, False or None (None: augment the "
                               "training split only)", augment)
     return augment
 
@@ -333,7 +321,7 @@ def _resize(image, size, interpolation: str, antialias: bool = True):
     import tensorflow as tf
 
     if interpolation not in ("bilinear", "bicubic", "nearest"):
-        raise _argument_error("kbnn.data", "interpolation", "'bilinear', 'bicubic' or "
+        raise argument_error("kbnn.data", "interpolation", "'bilinear', 'bicubic' or "
                               "'nearest'", interpolation)
     return tf.image.resize(tf.cast(image, tf.float32), size, method=interpolation,
                            antialias=antialias and interpolation != "nearest")
@@ -493,7 +481,7 @@ class RandAugmentPolicy:
             return spec
         parts = spec.split("-") if isinstance(spec, str) else []
         if not parts or parts[0] != "rand":
-            raise _argument_error("RandAugmentPolicy.parse", "spec", "a timm RandAugment "
+            raise argument_error("RandAugmentPolicy.parse", "spec", "a timm RandAugment "
                                   "string such as 'rand-m7-mstd0.5-inc1'", spec)
         values = {}
         keys = {"mstd": "magnitude_std", "mmax": "magnitude_max", "inc": "increasing",
@@ -505,7 +493,7 @@ class RandAugmentPolicy:
             except ValueError:
                 number = None
             if key is None or number is None:
-                raise _argument_error("RandAugmentPolicy.parse", "spec", "keys m, n, mstd, "
+                raise argument_error("RandAugmentPolicy.parse", "spec", "keys m, n, mstd, "
                                       "mmax, inc, p followed by a number (e.g. "
                                       "'rand-m7-mstd0.5-inc1')", spec)
             values[keys[key]] = number
@@ -616,7 +604,7 @@ def rand_augment_op(image, name: str, magnitude, sign=1.0, increasing: bool = Tr
     import tensorflow as tf
 
     if name not in RAND_AUGMENT_OPS:
-        raise _argument_error("kbnn.data.rand_augment_op", "name",
+        raise argument_error("kbnn.data.rand_augment_op", "name",
                               f"one of {', '.join(RAND_AUGMENT_OPS)}", name)
     x = tf.cast(image, tf.float32)
     level = tf.cast(magnitude, tf.float32) / 10.0
@@ -838,8 +826,8 @@ def imagenet(split: str = "train", batch_size: int = 256, image_size: int = 224,
         with_info: return ``(dataset, DatasetInfo)``.
     """
     owner = "kbnn.data.imagenet"
-    batch_size = _check_positive_int(owner, "batch_size", batch_size)
-    image_size = _check_positive_int(owner, "image_size", image_size)
+    batch_size = check_positive_int(owner, "batch_size", batch_size)
+    image_size = check_positive_int(owner, "image_size", image_size)
     seed = _check_seed(owner, seed)
     recipe = _check_recipe(owner, recipe)
     training = _resolve_augment(owner, augment, split)
@@ -868,8 +856,8 @@ def image_folder(path: str, split: str = "train", batch_size: int = 64, image_si
     ``ImageFolder``: labels are the sorted class folder names), through the ImageNet-style
     pipeline of `imagenet` (RGB, normalised with `mean` and `std`, default ImageNet's)."""
     owner = "kbnn.data.image_folder"
-    batch_size = _check_positive_int(owner, "batch_size", batch_size)
-    image_size = _check_positive_int(owner, "image_size", image_size)
+    batch_size = check_positive_int(owner, "batch_size", batch_size)
+    image_size = check_positive_int(owner, "image_size", image_size)
     seed = _check_seed(owner, seed)
     recipe = _check_recipe(owner, recipe)
     tfds = _tfds(owner)
@@ -915,11 +903,11 @@ def cifar(split: str = "train", batch_size: int = 128, *, classes: int = 10,
         Others: as `imagenet`.
     """
     owner = "kbnn.data.cifar"
-    batch_size = _check_positive_int(owner, "batch_size", batch_size)
-    image_size = _check_positive_int(owner, "image_size", image_size)
+    batch_size = check_positive_int(owner, "batch_size", batch_size)
+    image_size = check_positive_int(owner, "image_size", image_size)
     seed = _check_seed(owner, seed)
     if classes not in (10, 100):
-        raise _argument_error(owner, "classes", "10 or 100", classes)
+        raise argument_error(owner, "classes", "10 or 100", classes)
     if rand_augment is not None:
         RandAugmentPolicy.parse(rand_augment)
     training = _resolve_augment(owner, augment, split)
@@ -982,11 +970,11 @@ def digits(split: str = "train", batch_size: int = 64, *, image_size: int | None
     """
     owner = "kbnn.data.digits"
     if split not in _DIGITS_SPLITS:
-        raise _argument_error(owner, "split", "'train', 'validation' or 'test'", split)
-    batch_size = _check_positive_int(owner, "batch_size", batch_size)
-    image_size = _check_positive_int(owner, "image_size", image_size, allow_none=True)
+        raise argument_error(owner, "split", "'train', 'validation' or 'test'", split)
+    batch_size = check_positive_int(owner, "batch_size", batch_size)
+    image_size = check_positive_int(owner, "image_size", image_size, allow_none=True)
     if channels not in (1, 3):
-        raise _argument_error(owner, "channels", "1 or 3", channels)
+        raise argument_error(owner, "channels", "1 or 3", channels)
     seed = _check_seed(owner, seed)
     training = _resolve_augment(owner, augment, split)
     data = load_digits_split(test_size=test_size, val_size=val_size, seed=split_seed,
@@ -994,7 +982,7 @@ def digits(split: str = "train", batch_size: int = 64, *, image_size: int | None
     x, y = {"train": (data.x_train, data.y_train), "validation": (data.x_val, data.y_val),
             "test": (data.x_test, data.y_test)}[split]
     if len(x) == 0:
-        raise _argument_error(owner, "val_size", "a fraction > 0 to read the 'validation' "
+        raise argument_error(owner, "val_size", "a fraction > 0 to read the 'validation' "
                               "split", val_size)
     import tensorflow as tf
 

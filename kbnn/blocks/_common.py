@@ -1,5 +1,6 @@
-"""Shared parts of the kbnn blocks: argument checks, the block base class, the binary
-convolution and batch-norm factories (the shortcut is in `shortcut.py`)."""
+"""Shared parts of the kbnn blocks: argument checks (the generic ones re-exported from
+`kbnn.checks`), the block base class, the binary convolution and batch-norm factories (the
+shortcut is in `shortcut.py`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 import keras
 
 from kbnn import quantizers as kq
+from kbnn.checks import check_bool, check_pad_values, check_positive_int, check_strides
 from kbnn.export_mode import call_layer
 from kbnn.layers.conv import QuantConv2D
 from kbnn.layers.normalization import FusedBatchNormalization
@@ -36,53 +38,12 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def check_positive_int(owner: str, argument: str, value) -> int:
-    """`value` as an int if it is a strictly positive integer, else a Keras-style ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected a strictly positive "
-            f"integer. Received {argument}={value!r}."
-        )
-    return int(value)
-
-
-def check_strides(owner: str, strides) -> int:
-    """Blocks downsample by 2 or not at all (the shortcut pools 2x2)."""
-    if isinstance(strides, (tuple, list)) and len(set(strides)) == 1:
-        strides = strides[0]
-    if isinstance(strides, bool) or strides not in (1, 2):
-        raise ValueError(
-            f"Invalid value for argument `strides` of {owner}. Expected 1 or 2. "
-            f"Received strides={strides!r}."
-        )
-    return int(strides)
-
-
-def check_pad_values(owner: str, pad_values) -> float:
-    """0.0 (zero padding of the binarized input) or 1.0 (pad with its +1 level); bools are
-    rejected (True would otherwise read as 1.0)."""
-    try:
-        value = None if isinstance(pad_values, bool) else float(pad_values)
-    except (TypeError, ValueError):
-        value = None
-    if value not in (0.0, 1.0):
-        raise ValueError(
-            f"Invalid value for argument `pad_values` of {owner}. Expected 0.0 (zero padding "
-            f"of the binarized input) or 1.0 (pad with its +1 level). "
-            f"Received pad_values={pad_values!r}."
-        )
-    return value
-
-
 def check_symmetric_padding(owner: str, symmetric_padding) -> bool:
     """A bool (False: TensorFlow's SAME padding; True: PyTorch's ``padding=k // 2`` on both
     sides), else a Keras-style ValueError."""
-    if not isinstance(symmetric_padding, bool):
-        raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
-            f"Invalid value for argument `symmetric_padding` of {owner}. Expected True (pad "
-            "k // 2 on both sides, as PyTorch's padding=k // 2) or False (TensorFlow's SAME "
-            f"padding). Received symmetric_padding={symmetric_padding!r}.")
-    return symmetric_padding
+    return check_bool(owner, "symmetric_padding", symmetric_padding,
+                      "True (pad k // 2 on both sides, as PyTorch's padding=k // 2) or False "
+                      "(TensorFlow's SAME padding)")
 
 
 class QuantizerSpec:

@@ -11,8 +11,8 @@ import tensorflow as tf
 from keras import ops
 
 from kbnn import quantizers as q
+from kbnn.checks import argument_error, check_bool, check_positive_int
 from kbnn.layers.export import QuantizedWeight, export_override
-from kbnn.quantizers._checks import check_positive_int
 from kbnn.quantizers.base import as_numeric_input
 
 __all__ = ["QuantConvMixin", "QuantizedLayerMixin", "check_quantizer_role", "same_padding",
@@ -74,10 +74,8 @@ def validate_pad_values(layer_name: str, pad_values, input_quantizer) -> float:
     try:
         value = float(pad_values)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"Invalid value for argument `pad_values` of {layer_name}. Expected a number "
-            f"(0.0 or 1.0 for a binarized input). Received pad_values={pad_values!r}."
-        ) from None
+        raise argument_error(layer_name, "pad_values", "a number (0.0 or 1.0 for a binarized "
+                             "input)", pad_values) from None
     if input_quantizer is not None and input_quantizer.precision == 1 and value not in (0.0, 1.0):
         raise ValueError(
             f"Invalid value for argument `pad_values` of {layer_name}. With a binarized "
@@ -245,10 +243,7 @@ class QuantConvMixin(QuantizedLayerMixin):
     def _init_pad_values(self, pad_values, symmetric_padding: bool = False):
         owner = type(self).__name__
         self.pad_values = validate_pad_values(owner, pad_values, self.input_quantizer)
-        if not isinstance(symmetric_padding, bool):
-            raise ValueError(
-                f"Invalid value for argument `symmetric_padding` of {owner}. Expected a bool. "
-                f"Received symmetric_padding={symmetric_padding!r}.")
+        check_bool(owner, "symmetric_padding", symmetric_padding, "a bool")
         if symmetric_padding:
             extents = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation_rate)]
             if self.padding != "same" or any(e % 2 for e in extents):

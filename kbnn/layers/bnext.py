@@ -25,12 +25,21 @@ import keras
 from keras import ops
 
 from kbnn import quantizers as kq
+from kbnn.checks import (
+    argument_error,
+    check_bool,
+    check_choice,
+    check_int_in_range,
+    check_pad_values,
+    check_positive_int,
+    check_positive_or_none,
+    check_strides,
+)
 from kbnn.constraints import WeightClip
 from kbnn.export_mode import call_layer
 from kbnn.layers.bnn import LearnableBias
 from kbnn.layers.conv import QuantConv2D
 from kbnn.layers.normalization import FusedBatchNormalization
-from kbnn.quantizers._checks import check_bool, check_choice, check_int_in_range
 from kbnn.quantizers.fake_quant import FakeQuant
 
 __all__ = ["BNextFFN", "ELMAttention", "InfoRecoupling", "RangeClip", "SqueezeExpand"]
@@ -49,48 +58,13 @@ def _register(cls):
     return keras.saving.register_keras_serializable(package="kbnn")(cls)
 
 
-def _fail(owner: str, name: str, expected: str, value) -> None:
-    raise ValueError(f"Invalid value for argument `{name}` of {owner}. Expected {expected}. "
-                     f"Received {name}={value!r}.")
-
-
-def _check_positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _fail(owner, name, "a strictly positive integer", value)
-    return int(value)
-
-
-def _check_strides(owner: str, strides) -> int:
-    if isinstance(strides, (tuple, list)) and len(set(strides)) == 1:
-        strides = strides[0]
-    if isinstance(strides, bool) or strides not in (1, 2):
-        _fail(owner, "strides", "1 or 2", strides)
-    return int(strides)
-
-
-def _check_pad_values(owner: str, pad_values) -> float:
-    try:
-        value = None if isinstance(pad_values, bool) else float(pad_values)
-    except (TypeError, ValueError):
-        value = None
-    if value not in (0.0, 1.0):
-        _fail(owner, "pad_values", "0.0 (zero padding of the binarized input) or 1.0 (pad "
-              "with its +1 level)", pad_values)
-    return value
-
-
 def _check_bits(owner: str, bits) -> int | None:
     return None if bits is None else check_int_in_range(owner, "bits", bits, 2, 16)
 
 
 def check_kernel_clip(owner: str, value, name: str = "kernel_clip") -> float | None:
     """`kernel_clip` as a float (finite, > 0) or None, else a Keras-style ValueError."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        _fail(owner, name, "a finite, strictly positive number, or None", value)
-    return float(value)
+    return check_positive_or_none(owner, name, value)
 
 
 def _batch_norm(name: str) -> FusedBatchNormalization:
@@ -188,9 +162,9 @@ class SqueezeExpand(keras.layers.Layer):
     def __init__(self, filters: int | None = None, ratio: int = 8, gate: str = "sigmoid",
                  bits: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.filters = None if filters is None else _check_positive_int(
+        self.filters = None if filters is None else check_positive_int(
             "SqueezeExpand", "filters", filters)
-        self.ratio = _check_positive_int("SqueezeExpand", "ratio", ratio)
+        self.ratio = check_positive_int("SqueezeExpand", "ratio", ratio)
         self.gate = check_choice("SqueezeExpand", "gate", gate, GATES)
         self.bits = _check_bits("SqueezeExpand", bits)
 
@@ -261,7 +235,7 @@ class InfoRecoupling(keras.layers.Layer):
     def __init__(self, ratio: int = 8, gate: str = "sigmoid", se_bits: int | None = None,
                  scale_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        self.ratio = _check_positive_int("InfoRecoupling", "ratio", ratio)
+        self.ratio = check_positive_int("InfoRecoupling", "ratio", ratio)
         self.gate = check_choice("InfoRecoupling", "gate", gate, GATES)
         self.se_bits = _check_bits("InfoRecoupling", se_bits)
         self.scale_initializer = keras.initializers.get(
@@ -336,10 +310,10 @@ class _BNextUnit(keras.layers.Layer):
                  kernel_clip: float | None = 1.5, kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__
-        self.strides = _check_strides(owner, strides)
+        self.strides = check_strides(owner, strides)
         self.info_recoupling = check_bool(owner, "info_recoupling", info_recoupling)
-        self.pad_values = _check_pad_values(owner, pad_values)
-        self.se_ratio = _check_positive_int(owner, "se_ratio", se_ratio)
+        self.pad_values = check_pad_values(owner, pad_values)
+        self.se_ratio = check_positive_int(owner, "se_ratio", se_ratio)
         self.se_gate = check_choice(owner, "se_gate", se_gate, GATES)
         self.se_bits = _check_bits(owner, se_bits)
         self._input_quantizer = _QuantizerArgument(owner, "input_quantizer", input_quantizer)
@@ -492,7 +466,7 @@ class BNextFFN(_BNextUnit):
         if isinstance(kernel_size, (tuple, list)) and len(set(kernel_size)) == 1:
             kernel_size = kernel_size[0]
         if isinstance(kernel_size, bool) or kernel_size not in (1, 3):
-            _fail("BNextFFN", "kernel_size", "1 or 3", kernel_size)
+            raise argument_error("BNextFFN", "kernel_size", "1 or 3", kernel_size)
         self.kernel_size = int(kernel_size)
         super().__init__(strides=strides, **kwargs)
 

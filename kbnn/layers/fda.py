@@ -18,10 +18,11 @@ cycle.
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from kbnn.checks import argument_error, check_number, check_positive_int
 
 __all__ = ["NOISE_FEATURES", "NOISE_SHORTCUTS", "NoiseAdaptation"]
 
@@ -34,8 +35,7 @@ NOISE_SHORTCUTS = ("sin", "linear", None)
 
 
 def _fail(name, expected, value):
-    raise ValueError(f"Invalid value for argument `{name}` of NoiseAdaptation. Expected "
-                     f"{expected}. Received {name}={value!r}.")
+    raise argument_error("NoiseAdaptation", name, expected, value)
 
 
 @keras.saving.register_keras_serializable(package="kbnn")
@@ -67,14 +67,10 @@ class NoiseAdaptation(keras.layers.Layer):
         super().__init__(**kwargs)
         if features not in NOISE_FEATURES:
             _fail("features", "'channels' or 'fan_in'", features)
-        if not (isinstance(reduction, numbers.Integral) and not isinstance(reduction, bool)
-                and reduction >= 1):
-            _fail("reduction", "a strictly positive integer", reduction)
+        reduction = check_positive_int("NoiseAdaptation", "reduction", reduction)
         if shortcut not in NOISE_SHORTCUTS:
             _fail("shortcut", "'sin', 'linear' or None", shortcut)
-        if not (isinstance(shortcut_scale, numbers.Real) and not isinstance(shortcut_scale, bool)
-                and math.isfinite(shortcut_scale)):
-            _fail("shortcut_scale", "a finite number", shortcut_scale)
+        shortcut_scale = check_number("NoiseAdaptation", "shortcut_scale", shortcut_scale)
         self.features = features
         self.reduction = int(reduction)
         self.shortcut = shortcut

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kbnn import _keras_compat as compat
+from kbnn.checks import argument_error
 
 __all__ = ["Bop"]
 
@@ -36,9 +37,8 @@ def check_hyperparameter(owner: str, name: str, value, low: float, high: float |
     if not ok:
         bound = ">= " if low_inclusive else "> "
         expected = f"a float {bound}{low}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(
-            f"Invalid value for argument `{name}` of {owner}. Expected {expected}, or a "
-            f"keras.optimizers.schedules.LearningRateSchedule. Received {name}={value!r}.")
+        raise argument_error(owner, name, f"{expected}, or a "
+                             "keras.optimizers.schedules.LearningRateSchedule", value)
     return value
 
 

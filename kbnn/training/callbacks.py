@@ -5,7 +5,6 @@ built on it."""
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -13,7 +12,7 @@ import keras
 import numpy as np
 
 from kbnn import _keras_compat as compat
-from kbnn.quantizers._checks import check_choice, check_positive
+from kbnn.checks import check_choice, check_positive, check_positive_int
 from kbnn.quantizers.base import Quantizer
 from kbnn.quantizers.irnet import EDEQuantizer
 
@@ -28,16 +27,7 @@ _UNSERIALIZABLE = "unserializable_callable"
 def _check_total_epochs(owner: str, total_epochs, allow_none: bool = False) -> int | None:
     """`total_epochs` as an int if it is a strictly positive integer (or None when allowed),
     else a Keras-style ValueError naming `owner`."""
-    if total_epochs is None and allow_none:
-        return None
-    if not (isinstance(total_epochs, numbers.Integral) and not isinstance(total_epochs, bool)
-            and total_epochs > 0):
-        expected = "None or a strictly" if allow_none else "a strictly"
-        raise ValueError(
-            f"Invalid value for argument `total_epochs` of {owner}. Expected {expected} "
-            f"positive integer. Received total_epochs={total_epochs!r}."
-        )
-    return int(total_epochs)
+    return check_positive_int(owner, "total_epochs", total_epochs, allow_none=allow_none)
 
 
 def ede_schedule_values(epoch: int, total_epochs: int, t_min: float = 0.1,

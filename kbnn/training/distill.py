@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kbnn.checks import check_bool
+
 __all__ = ["TEACHER_WEIGHTINGS", "AssistantTeacherSchedule", "Distiller", "DistributionLoss"]
 
 #: The values of `Distiller(teacher_weighting=...)`.
@@ -32,14 +34,6 @@ def _check_real(owner: str, name: str, value, low: float, low_inclusive: bool) -
             f"Invalid value for argument `{name}` of {owner}. Expected a finite number "
             f"{bound} {low:g}. Received {name}={value!r}.")
     return float(value)
-
-
-def _check_bool(owner: str, name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
-            f"Invalid value for argument `{name}` of {owner}. Expected True or False. "
-            f"Received {name}={value!r}.")
-    return value
 
 
 def _log_probabilities(probabilities):
@@ -102,7 +96,7 @@ class DistributionLoss(keras.losses.Loss):
                 "Invalid value for argument `kind` of DistributionLoss. Expected one of "
                 f"{', '.join(repr(k) for k in _KINDS)}. Received kind={kind!r}.")
         self.kind = kind
-        self.from_logits = _check_bool("DistributionLoss", "from_logits", from_logits)
+        self.from_logits = check_bool("DistributionLoss", "from_logits", from_logits)
 
     def call(self, y_true, y_pred):
         teacher, student = y_true, y_pred
@@ -277,9 +271,9 @@ class Distiller(keras.Model):
                                                distillation_weight, 0.0, True)
         self.ground_truth_weight = _check_real("Distiller", "ground_truth_weight",
                                                ground_truth_weight, 0.0, True)
-        self.student_from_logits = _check_bool("Distiller", "student_from_logits",
+        self.student_from_logits = check_bool("Distiller", "student_from_logits",
                                                student_from_logits)
-        self.teacher_from_logits = _check_bool("Distiller", "teacher_from_logits",
+        self.teacher_from_logits = check_bool("Distiller", "teacher_from_logits",
                                                teacher_from_logits)
         self.teacher_weighting = teacher_weighting
         self.distillation_loss = distillation_loss

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import keras
 from keras import ops
 
+from kbnn.checks import check_non_negative, check_positive_int
 from kbnn.training.distill import AssistantTeacherSchedule, Distiller, DistributionLoss
 
 __all__ = ["EpochCosineDecay", "EpochLinearDecay", "Recipe", "bireal_net_18", "bnext_t",
@@ -26,23 +27,6 @@ _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 # ------------------------------------------------------------------------- schedules
-
-def _check_positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}` of {owner}. Expected a strictly positive "
-            f"integer. Received {name}={value!r}.")
-    return value
-
-
-def _check_non_negative(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
-        raise ValueError(
-            f"Invalid value for argument `{name}` of {owner}. Expected a finite number >= 0. "
-            f"Received {name}={value!r}.")
-    return float(value)
-
 
 @keras.saving.register_keras_serializable(package="kbnn")
 class EpochLinearDecay(_Schedule):
@@ -65,10 +49,10 @@ class EpochLinearDecay(_Schedule):
     """
 
     def __init__(self, initial_learning_rate, epochs, steps_per_epoch, offset=1):
-        self.initial_learning_rate = _check_non_negative(
+        self.initial_learning_rate = check_non_negative(
             "EpochLinearDecay", "initial_learning_rate", initial_learning_rate)
-        self.epochs = _check_positive_int("EpochLinearDecay", "epochs", epochs)
-        self.steps_per_epoch = _check_positive_int("EpochLinearDecay", "steps_per_epoch",
+        self.epochs = check_positive_int("EpochLinearDecay", "epochs", epochs)
+        self.steps_per_epoch = check_positive_int("EpochLinearDecay", "steps_per_epoch",
                                                    steps_per_epoch)
         if offset not in (0, 1) or isinstance(offset, bool):
             raise ValueError(
@@ -109,19 +93,19 @@ class EpochCosineDecay(_Schedule):
     def __init__(self, initial_learning_rate, epochs, steps_per_epoch, warmup_epochs=0,
                  warmup_learning_rate=0.0, min_learning_rate=0.0):
         owner = "EpochCosineDecay"
-        self.initial_learning_rate = _check_non_negative(owner, "initial_learning_rate",
+        self.initial_learning_rate = check_non_negative(owner, "initial_learning_rate",
                                                          initial_learning_rate)
-        self.epochs = _check_positive_int(owner, "epochs", epochs)
-        self.steps_per_epoch = _check_positive_int(owner, "steps_per_epoch", steps_per_epoch)
+        self.epochs = check_positive_int(owner, "epochs", epochs)
+        self.steps_per_epoch = check_positive_int(owner, "steps_per_epoch", steps_per_epoch)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or (
                 warmup_epochs < 0):
             raise ValueError(
                 f"Invalid value for argument `warmup_epochs` of {owner}. Expected an integer "
                 f">= 0. Received warmup_epochs={warmup_epochs!r}.")
         self.warmup_epochs = warmup_epochs
-        self.warmup_learning_rate = _check_non_negative(owner, "warmup_learning_rate",
+        self.warmup_learning_rate = check_non_negative(owner, "warmup_learning_rate",
                                                         warmup_learning_rate)
-        self.min_learning_rate = _check_non_negative(owner, "min_learning_rate",
+        self.min_learning_rate = check_non_negative(owner, "min_learning_rate",
                                                      min_learning_rate)
 
     def __call__(self, step):
