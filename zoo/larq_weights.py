@@ -103,7 +103,7 @@ def _own_weights(layer) -> list:
 
 def _walk(layer):
     """Sublayers depth first, each before its own sublayers, in tracking order (Keras'
-    recursive `_flatten_layers` reverses the order of each layer's sublayers)."""
+    recursive layer walk reverses the order of each layer's sublayers)."""
     for sub in _keras_compat.flatten_layers(layer, include_self=False, recursive=False):
         yield sub
         yield from _walk(sub)
