@@ -156,6 +156,10 @@ def fold_batch_norms(model, plans: list[LayerPlan]) -> FoldResult:
             _fold_in_graph(layer, candidates, result, seen)
         pairs = getattr(layer, "batch_norm_pairs", None)
         if callable(pairs):
+            # A block that declares its pairs declares, too, that no other BN follows its
+            # convolutions.
+            seen.update(id(sub) for sub in compat.flatten_layers(layer, include_self=False,
+                                                                 recursive=False))
             for conv, bn in pairs():
                 plan = candidates.get(id(conv))
                 if plan is None or plan.folded_bn is bn:
