@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from bnext_reference import avgpool2_same, conv2d_same, same_pads
 
 from kbnn._keras_compat import flatten_layers
 from kbnn.data import load_digits_split
@@ -129,37 +130,8 @@ def np_sign(x):
     return np.where(x >= 0, 1.0, -1.0)
 
 
-def np_same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
-    """TensorFlow SAME padding: out = ceil(size / stride), the odd pixel goes after."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
-
-
-def np_conv2d_same(x, w, stride: int = 1, pad_value: float = 0.0):
-    """NHWC x (N, H, W, Cin), kernel (kh, kw, Cin, Cout), SAME padding with `pad_value`."""
-    n, h, wd, _ = x.shape
-    kh, kw, _, cout = w.shape
-    (pt, pb), (pl, pr) = np_same_pads(h, kh, stride), np_same_pads(wd, kw, stride)
-    xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=pad_value)
-    ho, wo = -(-h // stride), -(-wd // stride)
-    out = np.zeros((n, ho, wo, cout))
-    for i in range(ho):
-        for j in range(wo):
-            patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
-            out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
-    return out
-
-
-def np_avgpool2_same(x):
-    """2x2 stride-2 average pool, SAME padding, averaging only the pixels inside the image."""
-    n, h, w, c = x.shape
-    ho, wo = -(-h // 2), -(-w // 2)
-    out = np.zeros((n, ho, wo, c))
-    for i in range(ho):
-        for j in range(wo):
-            out[:, i, j, :] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2, :].mean(axis=(1, 2))
-    return out
+# The numpy SAME convolution and pooling references are shared with the BNext reference.
+np_same_pads, np_conv2d_same, np_avgpool2_same = same_pads, conv2d_same, avgpool2_same
 
 
 def np_bn(x, layer, epsilon: float = 1e-5):

@@ -9,12 +9,13 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "blocks")]
+sys.path[:0] = [str(HERE), str(HERE.parent / "blocks"), str(HERE.parent)]
 
 import keras
 from blocks_helpers import flatbuffer_ops
-from kbnn.converters import convert
 from oplist_models import MODELS
+
+from kbnn.converters import convert
 
 
 def main() -> None:
