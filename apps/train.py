@@ -865,6 +865,9 @@ def _fit(model, data: _Data, c: TrainConfig, *, csv_path: str, backup_dir: str, 
     from kbnn._keras_compat import multi_worker_fit_fixes
 
     fixes = multi_worker_fit_fixes() if multi_worker else contextlib.nullcontext()
+    from kbnn.training import build_optimizer
+
+    build_optimizer(model)  # one trace of the train step instead of two
     with fixes:
         history = model.fit(data.train, epochs=c.epochs, steps_per_epoch=data.steps_per_epoch,
                             validation_data=data.validation, callbacks=callbacks,

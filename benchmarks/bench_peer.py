@@ -137,7 +137,11 @@ def _reset_peak() -> bool:
         return False
 
 
-def worker_train(framework: str, steps: int, jit: bool, size: int, width: int) -> dict:
+def worker_train(framework: str, steps: int, jit: bool, size: int, width: int,
+                 prebuild: bool = False) -> dict:
+    """Training-step times; with `prebuild`, the optimizer is built before the first step
+    (`optimizer.build(model.trainable_variables)`, what kbnn.training.build_optimizer does),
+    timed as part of the first step."""
     import numpy as np
 
     keras = _api(framework)[0]
@@ -149,6 +153,8 @@ def worker_train(framework: str, steps: int, jit: bool, size: int, width: int) -
     x = rng.normal(size=(64, size, size, 3)).astype("float32")
     y = rng.integers(0, 10, size=(64,))
     start = time.perf_counter()
+    if prebuild:
+        model.optimizer.build(model.trainable_variables)
     model.train_on_batch(x, y)
     first = time.perf_counter() - start
     walls, cpus = [], []
@@ -218,7 +224,8 @@ def _worker(args) -> None:
 
     warnings.simplefilter("ignore")
     if args.worker == "train":
-        result = worker_train(args.framework, args.steps, args.jit, args.size, args.width)
+        result = worker_train(args.framework, args.steps, args.jit, args.size, args.width,
+                              args.prebuild)
     elif args.worker == "convert":
         result = worker_convert(args.framework, args.model, args.size, args.out)
     else:
@@ -297,6 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--framework", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prebuild", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, default=64, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="small", help=argparse.SUPPRESS)
@@ -346,6 +354,22 @@ def main(argv=None) -> int:
             row += [_ratio(plain, values.get("larq")) if has_larq else "-",
                     _ratio(plain, values["float"])]
             rows.append(tuple(row))
+
+    # First step with the optimizer built before it (one trace of the train step in Keras 3),
+    # every framework the same way.
+    if "train" in parts:
+        firsts: dict[str, list] = {f: [] for f in peers if f != "kbnn-keras-bn"}
+        for _ in range(rounds):
+            for framework in firsts:
+                result = _run(framework, "train", "--steps", "1", "--size", size, "--width",
+                              width, "--prebuild")
+                firsts[framework].append(result["first_s"] if result else None)
+        values = {f: _median([v for v in firsts[f] if v is not None]) for f in firsts}
+        row = ["training, small net, batch 64, no XLA: first step s, optimizer built first"]
+        row += [f"{values[f]:.3f}" for f in ("kbnn", "larq", "float") if f in values]
+        row += [_ratio(values["kbnn"], values.get("larq")) if has_larq else "-",
+                _ratio(values["kbnn"], values["float"])]
+        rows.append(tuple(row))
 
     # Conversion.
     converters = ["kbnn"] + (["larq"] if has_larq else [])

@@ -37,15 +37,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not self._fused(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
-        gamma = self.gamma if self.scale else tf.ones((channels,), inputs.dtype)
-        beta = self.beta if self.center else tf.zeros((channels,), inputs.dtype)
+        gamma = self.gamma if self.scale else tf.constant(1.0, inputs.dtype, (channels,))
+        beta = self.beta if self.center else tf.constant(0.0, inputs.dtype, (channels,))
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta),
             epsilon=self.epsilon, data_format="NHWC", is_training=True)
         # The kernel returns the unbiased (Bessel-corrected) variance; Keras 3 moves the
-        # moving variance towards the biased one.
-        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
-        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        # moving variance towards the biased one. The factor is a constant when the shape is
+        # static (the usual case: fewer ops to trace and run).
+        static_count = inputs.shape[:-1].num_elements()
+        if static_count is not None:
+            variance = variance * ((static_count - 1.0) / max(static_count, 1.0))
+        else:
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(

@@ -89,13 +89,21 @@ def sign_with_surrogate_grad(u, surrogate_grad):
 
     Args:
         u: the (already shifted/scaled) input of the sign.
-        surrogate_grad: a function of ``u`` giving d s / d u elementwise.
+        surrogate_grad: a function of ``u`` giving d s / d u elementwise; or a function giving
+            a boolean mask, for a 0/1 derivative (the gradient passes where the mask is True,
+            one op cheaper than multiplying by a 0/1 tensor); or None for a derivative of 1
+            everywhere (the gradient passes unchanged).
     """
 
     @tf.custom_gradient
     def _sign(v):
         def grad(dy):
-            return dy * tf.cast(surrogate_grad(v), dy.dtype)
+            if surrogate_grad is None:
+                return dy
+            derivative = surrogate_grad(v)
+            if derivative.dtype == tf.bool:
+                return tf.where(derivative, dy, tf.zeros((), dy.dtype))
+            return dy * tf.cast(derivative, dy.dtype)
 
         return binary_sign(v), grad
 

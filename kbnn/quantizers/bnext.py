@@ -13,7 +13,7 @@ import tensorflow as tf
 from kbnn.quantizers._checks import check_non_negative, check_positive, check_positive_or_none
 from kbnn.quantizers.base import BinaryForm, Quantizer, binary_sign, sign_with_surrogate_grad
 from kbnn.quantizers.registry import register_alias
-from kbnn.quantizers.sign import ste_grad
+from kbnn.quantizers.sign import ste_mask
 
 __all__ = ["BNEXT_BINARY_BELOW", "BNextWeight", "HardSign", "bnext_weight", "hard_sign"]
 
@@ -27,7 +27,7 @@ def hard_sign(x, clip_range: float | None = 1.5):
     """BNext's `HardSign` (arXiv 2211.12933; see docs/methods.md, section 'BNext'): sign(x)
     (sign(0) = +1) forward, the gradient of ``clamp(x, -clip_range, clip_range)`` backward,
     i.e. ``1[|x| <= clip_range]``; ``clip_range=None`` passes the gradient unclipped."""
-    return sign_with_surrogate_grad(x, ste_grad(clip_range))
+    return sign_with_surrogate_grad(x, ste_mask(clip_range))
 
 
 def _below(tau, binary_below: float):

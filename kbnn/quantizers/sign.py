@@ -29,6 +29,7 @@ __all__ = [
     "magnitude_aware_sign",
     "ste_grad",
     "ste_heaviside",
+    "ste_mask",
     "ste_sign",
     "swish_sign",
     "swish_sign_grad",
@@ -47,6 +48,19 @@ def ste_grad(clip_value: float | None):
         return tf.cast(tf.abs(x) <= clip_value, x.dtype)
 
     return grad
+
+
+def ste_mask(clip_value: float | None):
+    """`ste_grad` as `sign_with_surrogate_grad` takes it most cheaply: a function giving the
+    boolean window ``|x| <= clip_value`` where the gradient passes, or None (unclipped) when
+    ``clip_value`` is None. Same derivative as `ste_grad`, one op fewer per backward pass."""
+    if clip_value is None:
+        return None
+
+    def mask(x):
+        return tf.abs(x) <= clip_value
+
+    return mask
 
 
 def approx_sign_grad(x):
@@ -85,7 +99,7 @@ def channel_mean_abs(w):
 def ste_sign(x, clip_value: float | None = 1.0):
     """sign(x) (sign(0) = +1) with the clipped STE gradient ``1[|x| <= clip_value]`` (BinaryNet,
     Hubara et al., arXiv 1602.02830); ``clip_value=None`` passes the gradient unclipped."""
-    return sign_with_surrogate_grad(x, ste_grad(clip_value))
+    return sign_with_surrogate_grad(x, ste_mask(clip_value))
 
 
 def approx_sign(x):

@@ -51,3 +51,7 @@ from kbnn.training.losses import LipschitzRetentionLoss, RepresentationDistillat
 
 __all__ += ["FDASchedule", "LipschitzRetentionLoss", "RepresentationDistillation",
             "fda_schedule_values"]
+
+from kbnn.training.first_step import build_optimizer
+
+__all__ += ["build_optimizer"]

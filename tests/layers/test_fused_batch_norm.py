@@ -21,9 +21,21 @@ def _pair(**kwargs):
     return fused, plain
 
 
+def _call_with_unknown_batch(layer, x):
+    """The layer called in a graph where the batch size is unknown (as under `fit` on a
+    dataset), so the moving-variance correction cannot be a constant."""
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
+    def call(inputs):
+        return layer(inputs, training=True)
+
+    return call(x)
+
+
+@pytest.mark.parametrize("unknown_batch", [False, True], ids=["static", "unknown_batch"])
 @pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9, "epsilon": 1e-5},
                                     {"scale": False}, {"center": False}])
-def test_training_step_matches_numpy_and_keras(kwargs):
+def test_training_step_matches_numpy_and_keras(kwargs, unknown_batch):
     fused, plain = _pair(**kwargs)
     x = np.random.default_rng(1).normal(2.0, 3.0, size=(6, 5, 4, 3)).astype("float32")
     eps, momentum = fused.epsilon, fused.momentum
@@ -33,6 +45,13 @@ def test_training_step_matches_numpy_and_keras(kwargs):
     mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as Keras
     expected = gamma * (x - mean) / np.sqrt(var + eps) + beta
 
+    if unknown_batch:
+        for layer in (fused, plain):
+            y = _call_with_unknown_batch(layer, tf.constant(x))
+            np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(np.asarray(layer.moving_variance),
+                                       momentum * moving_var + (1 - momentum) * var, rtol=1e-5)
+        return
     for layer in (fused, plain):
         xt = tf.constant(x)
         with tf.GradientTape() as tape:

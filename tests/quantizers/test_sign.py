@@ -28,6 +28,28 @@ def test_ste_sign_clip_value_moves_the_gradient_window():
     np.testing.assert_array_equal(g, np.ones(9))
 
 
+def test_ste_sign_unclipped_passes_the_upstream_gradient_unchanged():
+    x = tf.constant(X)
+    upstream = np.linspace(-2.0, 3.0, len(X)).astype("float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = SteSign(clip_value=None)(x)
+    np.testing.assert_array_equal(tape.gradient(y, x, output_gradients=tf.constant(upstream)),
+                                  upstream)
+
+
+def test_ste_sign_gradient_window_multiplies_the_upstream_gradient():
+    # The window is applied as a select: the upstream gradient inside |x| <= 1, exact 0 outside.
+    x = tf.constant(X)
+    upstream = np.linspace(-2.0, 3.0, len(X)).astype("float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = SteSign()(x)
+    expected = np.where(np.abs(np.asarray(X)) <= 1.0, upstream, 0.0)
+    np.testing.assert_array_equal(tape.gradient(y, x, output_gradients=tf.constant(upstream)),
+                                  expected)
+
+
 def test_approx_sign_matches_methods_reference():
     y, g = value_and_grad(ApproxSign(), X)
     np.testing.assert_array_equal(y, SIGN_X)
