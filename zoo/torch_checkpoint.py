@@ -43,6 +43,7 @@ __all__ = [
     "TorchLoadReport",
     "TorchMapping",
     "UnsafeCheckpointError",
+    "adabin_resnet18_mapping",
     "batch_norm_targets",
     "binary_kernel",
     "compose",
@@ -62,6 +63,7 @@ __all__ = [
     "read_torch_checkpoint",
     "read_torch_object",
     "register_torch_mapping",
+    "scalar",
 ]
 
 # Keys under which training scripts nest the state dict, tried in this order.
@@ -530,6 +532,13 @@ def per_channel(w: np.ndarray) -> np.ndarray:
 learnable_bias = per_channel  # ReActNet/BNext `LearnableBias` (1, C, 1, 1) -> (C,)
 
 
+def scalar(w: np.ndarray) -> np.ndarray:
+    """A one-value parameter of shape () or (1,) (AdaBin's ``alpha_a``/``beta_a``) -> shape ()."""
+    if w.size != 1:
+        raise ValueError(f"scalar expects a tensor of one value. Received shape {w.shape}.")
+    return np.reshape(w, ())
+
+
 def negate(w: np.ndarray) -> np.ndarray:
     """-w (e.g. ReActNet's RPReLU shift written as a LearnableBias of -gamma)."""
     return -w
@@ -586,10 +595,14 @@ class TorchMapping:
             identity transform). The transform turns the PyTorch array into the variable's shape.
         unused: fnmatch patterns of checkpoint keys known to have no Keras counterpart (e.g.
             ``"*.num_batches_tracked"``, which is always ignored).
+        kept: model variables known to have no checkpoint counterpart, left at their values
+            and not reported as unfilled (e.g. `AdaBinWeight`'s backward-only EDE constants
+            ``k``, ``t``, which the official AdaBin code keeps out of its state dict).
     """
 
     targets: Mapping[str, Any]
     unused: tuple[str, ...] = ()
+    kept: tuple[Any, ...] = ()
 
     def __post_init__(self):
         normalized = {}
@@ -601,6 +614,7 @@ class TorchMapping:
             normalized[str(key)] = (variable, transform or identity)
         object.__setattr__(self, "targets", normalized)
         object.__setattr__(self, "unused", tuple(self.unused) + ("*num_batches_tracked",))
+        object.__setattr__(self, "kept", tuple(self.kept))
 
     def is_unused(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.unused)
@@ -609,7 +623,8 @@ class TorchMapping:
         overlap = set(self.targets) & set(other.targets)
         if overlap:
             raise ValueError(f"TorchMapping: keys mapped twice: {sorted(overlap)}")
-        return TorchMapping({**self.targets, **other.targets}, self.unused + other.unused)
+        return TorchMapping({**self.targets, **other.targets}, self.unused + other.unused,
+                            self.kept + other.kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -666,9 +681,9 @@ def load_torch_checkpoint(model, checkpoint, mapping, *, strict: bool = True,
             state dict ``{name: array}`` already read.
         mapping: a `TorchMapping`, a dict accepted by `TorchMapping`, or a callable
             ``mapping(model)`` returning either (how model builders provide it).
-        strict: when True (default), every variable of `model` must be filled and every
-            checkpoint tensor used (except `mapping.unused` patterns); otherwise the leftovers are
-            only reported.
+        strict: when True (default), every variable of `model` must be filled (except
+            `mapping.kept`) and every checkpoint tensor used (except `mapping.unused`
+            patterns); otherwise the leftovers are only reported.
         key: where the state dict is nested, passed to `read_torch_checkpoint`.
 
     Nothing is assigned unless every check passes. Returns a `TorchLoadReport`.
@@ -712,7 +727,9 @@ def load_torch_checkpoint(model, checkpoint, mapping, *, strict: bool = True,
         assignments.append((ckpt_key, variable, value))
     unused = tuple(k for k in state if k not in mapping.targets and not mapping.is_unused(k))
     weights = list(getattr(model, "weights", []))
-    unfilled = tuple(_variable_name(v) for v in weights if id(v) not in seen_vars)
+    kept = {id(v) for v in mapping.kept}
+    unfilled = tuple(_variable_name(v) for v in weights
+                     if id(v) not in seen_vars and id(v) not in kept)
     if missing:
         problems.append(f"missing in the checkpoint ({len(missing)}): {list(missing)}")
     if strict and unused:
@@ -785,6 +802,49 @@ def _has_layer(model, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
 
+def _resnet_blocks(model):
+    """``(stage, block, layer)`` of the ResNet-family builders' "stage{s}_block{b}" layers, in
+    order (both 1-based)."""
+    stage = 1
+    while _has_layer(model, f"stage{stage}_block1"):
+        block = 1
+        while _has_layer(model, f"stage{stage}_block{block}"):
+            yield stage, block, model.get_layer(f"stage{stage}_block{block}")
+            block += 1
+        stage += 1
+
+
+def _resnet_stem_targets(model) -> dict[str, Any]:
+    """The official ResNet stem ``conv1`` / ``bn1`` -> "stem_conv" / "stem_bn"."""
+    return {**conv_targets("conv1", model.get_layer("stem_conv")),
+            **batch_norm_targets("bn1", model.get_layer("stem_bn"))}
+
+
+def _shortcut_targets(prefix: str, block) -> dict[str, Any]:
+    """``prefix.downsample.1`` / ``.2`` (AvgPool -> 1x1 conv -> BN) -> the block's
+    `AvgPoolShortcut` conv and BN (none where the block has no shortcut)."""
+    if block.shortcut is None:
+        return {}
+    return {**conv_targets(f"{prefix}.downsample.1", block.shortcut.conv),
+            **batch_norm_targets(f"{prefix}.downsample.2", block.shortcut.bn)}
+
+
+def _oihw(kernel) -> tuple[int, int, int, int]:
+    """The PyTorch (out, in, kh, kw) shape of a Keras (kh, kw, in, out) kernel."""
+    return (int(kernel.shape[3]), int(kernel.shape[2]), int(kernel.shape[0]),
+            int(kernel.shape[1]))
+
+
+def _with_classifier(model, targets: dict[str, Any], unused=(), kept=()) -> TorchMapping:
+    """`targets` plus ``fc`` -> "predictions" when the model has its top; without it ``fc`` is
+    listed as unused."""
+    if _has_layer(model, "predictions"):
+        return TorchMapping({**targets, **dense_targets("fc", model.get_layer("predictions"))},
+                            unused=tuple(unused), kept=tuple(kept))
+    return TorchMapping(targets, unused=tuple(unused) + ("fc.weight", "fc.bias"),
+                        kept=tuple(kept))
+
+
 def reactnet_a_mapping(model) -> TorchMapping:
     """The official ReActNet-A checkpoint (liuzechun/ReActNet, ``mobilenet/2_step2/reactnet.py``:
     ``feature.0`` stem, ``feature.1..13`` BasicBlocks, ``fc``) onto `kbnn.zoo.ReActNetA`
@@ -822,9 +882,7 @@ def reactnet_a_mapping(model) -> TorchMapping:
         targets.update(_rprelu_targets(f"{p}.move22", f"{p}.prelu2", f"{p}.move23",
                                        block.rprelu2))
         i += 1
-    if _has_layer(model, "predictions"):
-        return TorchMapping({**targets, **dense_targets("fc", model.get_layer("predictions"))})
-    return TorchMapping(targets, unused=("fc.weight", "fc.bias"))
+    return _with_classifier(model, targets)
 
 
 register_torch_mapping("ReActNetA", reactnet_a_mapping)
@@ -841,33 +899,18 @@ def reactnet_resnet18_mapping(model) -> TorchMapping:
     ``resnet/2_step2/birealnet.py``: ``conv1``/``bn1`` stem, ``layer{1..4}.{0..3}`` BasicBlocks
     with ``move0``, ``binary_conv``, ``bn1``, ``downsample.1``/``.2`` (1x1 conv, BN),
     ``move1``, ``prelu``, ``move2``; ``fc``) onto `kbnn.zoo.ReActNetResNet18`."""
-    targets: dict[str, Any] = {
-        **conv_targets("conv1", model.get_layer("stem_conv")),
-        **batch_norm_targets("bn1", model.get_layer("stem_bn")),
-    }
-    stage = 1
-    while _has_layer(model, f"stage{stage}_block1"):
-        block_index = 1
-        while _has_layer(model, f"stage{stage}_block{block_index}"):
-            name = f"stage{stage}_block{block_index}"
-            block, p = model.get_layer(name), f"layer{stage}.{block_index - 1}"
-            kernel = block.conv.kernel
-            oihw = (int(kernel.shape[3]), int(kernel.shape[2]), int(kernel.shape[0]),
-                    int(kernel.shape[1]))
-            targets[f"{p}.move0.bias"] = (_threshold_of(block.conv, f"{p}.move0"),
-                                          compose(per_channel, negate))
-            targets[f"{p}.binary_conv.weight"] = (kernel, _binary_weight(oihw))
-            targets.update(batch_norm_targets(f"{p}.bn1", block.bn))
-            if block.shortcut is not None:
-                targets.update(conv_targets(f"{p}.downsample.1", block.shortcut.conv))
-                targets.update(batch_norm_targets(f"{p}.downsample.2", block.shortcut.bn))
-            targets.update(_rprelu_targets(f"{p}.move1", f"{p}.prelu", f"{p}.move2",
-                                           model.get_layer(f"{name}_rprelu")))
-            block_index += 1
-        stage += 1
-    if _has_layer(model, "predictions"):
-        return TorchMapping({**targets, **dense_targets("fc", model.get_layer("predictions"))})
-    return TorchMapping(targets, unused=("fc.weight", "fc.bias"))
+    targets = _resnet_stem_targets(model)
+    for stage, index, block in _resnet_blocks(model):
+        p = f"layer{stage}.{index - 1}"
+        kernel = block.conv.kernel
+        targets[f"{p}.move0.bias"] = (_threshold_of(block.conv, f"{p}.move0"),
+                                      compose(per_channel, negate))
+        targets[f"{p}.binary_conv.weight"] = (kernel, _binary_weight(_oihw(kernel)))
+        targets.update(batch_norm_targets(f"{p}.bn1", block.bn))
+        targets.update(_shortcut_targets(p, block))
+        targets.update(_rprelu_targets(f"{p}.move1", f"{p}.prelu", f"{p}.move2",
+                                       model.get_layer(f"stage{stage}_block{index}_rprelu")))
+    return _with_classifier(model, targets)
 
 
 register_torch_mapping("ReActNetResNet18", reactnet_resnet18_mapping)
@@ -881,30 +924,105 @@ def bireal_mapping(model) -> TorchMapping:
     ``downsample.1``/``.2`` (1x1 conv, BN); ``fc``) onto `kbnn.zoo.BiRealNet18` /
     `BiRealNet34` with their default quantizers (ApproxSign inputs: sign forward;
     magnitude-aware kernels: the same mean-|W|-scaled sign forward)."""
-    targets: dict[str, Any] = {
-        **conv_targets("conv1", model.get_layer("stem_conv")),
-        **batch_norm_targets("bn1", model.get_layer("stem_bn")),
-    }
-    stage = 1
-    while _has_layer(model, f"stage{stage}_block1"):
-        block_index = 1
-        while _has_layer(model, f"stage{stage}_block{block_index}"):
-            block = model.get_layer(f"stage{stage}_block{block_index}")
-            p = f"layer{stage}.{block_index - 1}"
-            kernel = block.conv.kernel
-            oihw = (int(kernel.shape[3]), int(kernel.shape[2]), int(kernel.shape[0]),
-                    int(kernel.shape[1]))
-            targets[f"{p}.binary_conv.weights"] = (kernel, _binary_weight(oihw))
-            targets.update(batch_norm_targets(f"{p}.bn1", block.bn))
-            if block.shortcut is not None:
-                targets.update(conv_targets(f"{p}.downsample.1", block.shortcut.conv))
-                targets.update(batch_norm_targets(f"{p}.downsample.2", block.shortcut.bn))
-            block_index += 1
-        stage += 1
-    if _has_layer(model, "predictions"):
-        return TorchMapping({**targets, **dense_targets("fc", model.get_layer("predictions"))})
-    return TorchMapping(targets, unused=("fc.weight", "fc.bias"))
+    targets = _resnet_stem_targets(model)
+    for stage, index, block in _resnet_blocks(model):
+        p = f"layer{stage}.{index - 1}"
+        kernel = block.conv.kernel
+        targets[f"{p}.binary_conv.weights"] = (kernel, _binary_weight(_oihw(kernel)))
+        targets.update(batch_norm_targets(f"{p}.bn1", block.bn))
+        targets.update(_shortcut_targets(p, block))
+    return _with_classifier(model, targets)
 
 
 register_torch_mapping("BiRealNet18", bireal_mapping)
 register_torch_mapping("BiRealNet34", bireal_mapping)
+
+
+def _maxout_targets(prefix: str, layer) -> dict[str, Any]:
+    """AdaBin's ``Maxout`` (``pos_scale``, ``neg_scale``, shape (C,)) -> `kbnn.layers.Maxout`
+    gamma_plus, gamma_minus."""
+    return {f"{prefix}.pos_scale": (layer.gamma_plus, per_channel),
+            f"{prefix}.neg_scale": (layer.gamma_minus, per_channel)}
+
+
+def _adabin_activation(block, where: str):
+    """The block's `AdaBinActivation` when the block computes what the official
+    ``AdaBin_Conv2d`` computes, else a ValueError saying which builder options to pass."""
+    from kbnn import quantizers as kq
+
+    conv = block.conv
+    activation = getattr(conv, "input_quantizer", None)
+    problems = []
+    if not isinstance(activation, kq.AdaBinActivation):
+        problems.append(f"input quantizer {type(activation).__name__}")
+    elif activation.form != "code":
+        problems.append(f"activation_form={activation.form!r}")
+    if not isinstance(getattr(conv, "kernel_quantizer", None), kq.AdaBinWeight):
+        problems.append(f"kernel quantizer {type(conv.kernel_quantizer).__name__}")
+    if float(block.pad_values) != 0.0:
+        problems.append(f"pad_values={block.pad_values!r}")
+    if problems:
+        raise ValueError(
+            f"The official AdaBin checkpoint's {where} (AdaBin_Conv2d: activations "
+            "alpha_a * (sign((x - beta_a) / alpha_a) + beta_a), zero padding of the binarized "
+            "input, weights std * sign(W - mean) + mean) does not fit "
+            f"{block.name} ({', '.join(problems)}). Build the model with "
+            "activation_form='code' and pad_values=0.0 (and the default quantizers "
+            "'adabin_activation', 'adabin_weight'), e.g. kbnn.zoo.AdaBinResNet18("
+            "weights='model_best.pth.tar', activation_form='code').")
+    return activation
+
+
+# AdaBin's ResNet creates these and its forward never uses them (see adabin_resnet18_mapping).
+ADABIN_UNUSED = ("nonlinear2.pos_scale", "nonlinear2.neg_scale", "bn3.weight", "bn3.bias",
+                 "bn3.running_mean", "bn3.running_var")
+
+
+def adabin_resnet18_mapping(model) -> TorchMapping:
+    """The official AdaBin ResNet-18 checkpoint (huawei-noah/Efficient-Computing,
+    ``BinaryNetworks/AdaBin/imagenet/nets/resnet18.py`` and ``utils/binarylib.py``) onto
+    `kbnn.zoo.AdaBinResNet18` built with ``activation_form="code"`` and ``pad_values=0.0``
+    (any width; a ValueError names the options otherwise). Official names:
+
+    * ``conv1``, ``bn1``, ``nonlinear1`` (a ``Maxout``: ``pos_scale``, ``neg_scale``): the
+      stem -> "stem_conv", "stem_bn", "stem_maxout";
+    * ``layer{s}.{j}.conv{k}`` (``AdaBin_Conv2d``: ``weight`` OIHW, ``binary_a.alpha_a`` and
+      ``binary_a.beta_a`` scalars), ``.bn{k}``, ``.nonlinear{k}`` (k = 1, 2) ->
+      "stage{s}_block{2j+k}" ``.conv`` (kernel, input quantizer alpha / beta), ``.bn``,
+      ``.maxout``; ``layer{s}.0.downsample.1`` / ``.2`` (1x1 conv, BN after the 2x2
+      average pool) -> "stage{s}_block1" ``.shortcut.conv`` / ``.shortcut.bn``;
+    * ``bn2`` (BatchNorm1d on the pooled features) and ``fc`` -> "head_bn" and
+      "predictions" (left out without the top).
+
+    ``nonlinear2`` (a Maxout on the pooled features) and ``bn3`` (a BatchNorm1d after ``fc``)
+    are created by the official module but never called in its forward pass: listed as unused
+    (`ADABIN_UNUSED`). The ``k``/``t`` constants of the weight sign's backward pass are not
+    in the state dict (plain tensor attributes, which the official ``main.py`` anneals per
+    epoch): the kernel quantizers' ``k``/``t`` keep their values (`TorchMapping.kept`); they
+    do not change the forward pass."""
+    targets: dict[str, Any] = {**_resnet_stem_targets(model),
+                               **_maxout_targets("nonlinear1", model.get_layer("stem_maxout"))}
+    kept: list = []
+    for stage, index, block in _resnet_blocks(model):
+        j, k = divmod(index - 1, 2)
+        p, conv = f"layer{stage}.{j}", f"layer{stage}.{j}.conv{k + 1}"
+        activation = _adabin_activation(block, conv)
+        kept.extend((block.conv.kernel_quantizer.k, block.conv.kernel_quantizer.t))
+        targets[f"{conv}.weight"] = (block.conv.kernel, conv_kernel)
+        targets[f"{conv}.binary_a.alpha_a"] = (activation.alpha, scalar)
+        targets[f"{conv}.binary_a.beta_a"] = (activation.beta, scalar)
+        targets.update(batch_norm_targets(f"{p}.bn{k + 1}", block.bn))
+        targets.update(_maxout_targets(f"{p}.nonlinear{k + 1}", block.maxout))
+        if block.shortcut is not None and k:
+            raise ValueError(f"{block.name} has a shortcut conv, which the official layout has "
+                             "only in the first block of a stage (layer{s}.0.downsample).")
+        targets.update(_shortcut_targets(p, block))
+    unused = ADABIN_UNUSED
+    if _has_layer(model, "predictions"):
+        targets.update(batch_norm_targets("bn2", model.get_layer("head_bn")))
+    else:
+        unused += ("bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var")
+    return _with_classifier(model, targets, unused=unused, kept=kept)
+
+
+register_torch_mapping("AdaBinResNet18", adabin_resnet18_mapping)

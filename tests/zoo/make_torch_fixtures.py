@@ -8,8 +8,9 @@ next to it as .npz (torch -> numpy). The ReActNet checkpoints (the official modu
 of the published width) are committed gzipped, with the logits torch computes. The malicious
 checkpoints carry a payload that would create the file named by $KBNN_PWNED_MARKER; this script
 checks that `torch.load(weights_only=False)` does run it (so the fixture is live) in a temporary
-folder. The fixtures stay under 300 KiB in all.
-`make_torch_fixtures.py bnext` writes only the BNext-T fixture.
+folder. The fixtures stay under 400 KiB in all.
+`make_torch_fixtures.py bnext` (`bireal`, `adabin`) writes only the BNext-T (Bi-Real-18,
+AdaBin ResNet-18) fixture.
 """
 
 from __future__ import annotations
@@ -520,6 +521,185 @@ def bireal_net18() -> None:
                  legacy=False)
 
 
+# AdaBin (arXiv 2208.08084) ResNet-18, written from the paper's structure with the module and
+# parameter names of the official huawei-noah/Efficient-Computing
+# BinaryNetworks/AdaBin/imagenet code (nets/resnet18.py, utils/binarylib.py), in eval mode:
+# `binary_a` (scalars `alpha_a`, `beta_a`; the code's output alpha_a * (sign(u) + beta_a) with
+# u = (x - beta_a) / alpha_a), an OIHW `weight` binarized per output channel to
+# std * sign(W - mean) + mean (population std), zero padding of the binarized input; `Maxout`
+# (`pos_scale`, `neg_scale`); a shortcut around each binary conv; head: global average pool
+# (the official AvgPool2d(7) at 224x224) -> `bn2` (BatchNorm1d) -> `fc`. The module also creates
+# `nonlinear2` and `bn3`, which its forward never calls.
+class AdaBinMaxout(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.neg_scale = nn.Parameter(torch.full((channels,), 0.25))
+        self.pos_scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (self.pos_scale.view(shape) * torch.relu(x)
+                - self.neg_scale.view(shape) * torch.relu(-x))
+
+
+class AdaBinSign(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.alpha_a = nn.Parameter(torch.tensor(1.0))
+        self.beta_a = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x):
+        return self.alpha_a * (torch.sign((x - self.beta_a) / self.alpha_a) + self.beta_a)
+
+
+def adabin_weight(w):
+    mean = w.mean(dim=(1, 2, 3), keepdim=True)
+    std = (w - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    return std * torch.sign((w - mean) / std) + mean
+
+
+class AdaBinConv(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.binary_a = AdaBinSign()
+        self.stride = stride
+
+    def forward(self, x):
+        return conv2d(self.binary_a(x), adabin_weight(self.weight), self.stride, 1)
+
+
+class AdaBinBasicBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride, downsample):
+        super().__init__()
+        self.conv1 = AdaBinConv(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.nonlinear1 = AdaBinMaxout(planes)
+        self.conv2 = AdaBinConv(planes, planes, 1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.nonlinear2 = AdaBinMaxout(planes)
+
+    def forward(self, x):
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.nonlinear1(self.bn1(self.conv1(x)) + residual)
+        return self.nonlinear2(self.bn2(self.conv2(out)) + out)
+
+
+class AdaBinResNet18(nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.nonlinear1 = AdaBinMaxout(widths[0])
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = widths[0]
+        for stage, planes in enumerate(widths, start=1):
+            stride = 1 if stage == 1 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes:
+                downsample = nn.Sequential(
+                    nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+                    nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes))
+            setattr(self, f"layer{stage}", nn.Sequential(
+                AdaBinBasicBlock(inplanes, planes, stride, downsample),
+                AdaBinBasicBlock(planes, planes, 1, None)))
+            inplanes = planes
+        self.bn2 = nn.BatchNorm1d(widths[-1])
+        self.nonlinear2 = AdaBinMaxout(widths[-1])  # created, never called (as the official)
+        self.fc = nn.Linear(widths[-1], classes)
+        self.bn3 = nn.BatchNorm1d(classes)  # created, never called (as the official)
+
+    def forward(self, x):
+        x = self.maxpool(self.nonlinear1(self.bn1(self.conv1(x))))
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+        return self.fc(self.bn2(x.mean(dim=(2, 3))))
+
+
+def adabin_margins(net, x):
+    """The smallest |u| of every binary activation and |W - mean| / std of every binary weight
+    on `x`: both must stay clear of 0, where torch.sign gives 0 and kbnn's sign +1, and where a
+    float rounding difference could flip a sign."""
+    smallest = []
+
+    def hook(module, inputs, _output):
+        u = (inputs[0] - module.beta_a) / module.alpha_a
+        smallest.append(float(u.abs().min()))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, AdaBinSign)]
+    with torch.no_grad():
+        net(x)
+    for handle in handles:
+        handle.remove()
+    weights = []
+    for module in net.modules():
+        if isinstance(module, AdaBinConv):
+            w = module.weight
+            mean = w.mean(dim=(1, 2, 3), keepdim=True)
+            std = (w - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            weights.append(float(((w - mean) / std).abs().min().detach()))
+    return min(smallest), min(weights)
+
+
+def adabin_net(seed: int):
+    """A random AdaBin ResNet-18 at 1/32 of the published width, 10 classes, and its inputs.
+    Every alpha_a != 1 and beta_a != 0, so the code's activation form differs from the
+    paper's."""
+    torch.manual_seed(seed)
+    net = AdaBinResNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
+    levels = torch.tensor([0.25, 0.5, 1.0, 2.0])
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("alpha_a"):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("beta_a"):
+                p.copy_(torch.sign(torch.randn(())) * torch.empty(()).uniform_(0.05, 0.3))
+            elif name.endswith("pos_scale"):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("neg_scale"):
+                p.uniform_(0.05, 0.5)
+            elif name.endswith(".weight") and p.dim() == 4 and p.shape[2] == 3:
+                p.copy_(levels[torch.randint(0, 4, p.shape)] * torch.sign(torch.randn(p.shape)))
+        for module in net.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.normal_(0, 0.2)
+                module.running_mean.normal_(0, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    return net, torch.randn(4, 3, 32, 32).half().float()
+
+
+def adabin_resnet18() -> None:
+    """AdaBin ResNet-18 at 1/32 of the published width, zip format, saved as the official
+    main.py does (nn.DataParallel keys under 'state_dict', with 'epoch', 'acc', 'best_acc',
+    'optimizer'): the first seed from 4 whose signs all have a margin of at least 1e-3."""
+    for seed in range(4, 40):
+        net, x = adabin_net(seed)
+        activation_margin, weight_margin = adabin_margins(net, x)
+        if activation_margin > 1e-3 and weight_margin > 1e-3:
+            break
+    else:
+        raise AssertionError("no seed gives AdaBin sign margins above 1e-3")
+    with torch.no_grad():
+        y = net(x)
+    assert len(set(y.argmax(-1).tolist())) > 1, y  # the top-1 check is not vacuous
+    state = collections.OrderedDict(("module." + k, v) for k, v in net.state_dict().items())
+    optimizer = {"state": {}, "param_groups": [{
+        "lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": 1e-5, "nesterov": False,
+        "params": list(range(len(state)))}]}
+    buffer = io.BytesIO()
+    torch.save({"epoch": 120, "state_dict": state, "acc": torch.tensor(63.1),
+                "best_acc": torch.tensor(63.1), "optimizer": optimizer}, buffer)
+    name = "adabin_resnet18_w1_32"
+    (HERE / f"{name}.pth.tar.gz").write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    np.savez(HERE / f"{name}.npz", input_nhwc=x.permute(0, 2, 3, 1).numpy().astype(np.float16),
+             logits=y.numpy())
+    print(f"{name}: seed {seed}, margins {activation_margin:.4f} (activations), "
+          f"{weight_margin:.4f} (weights); top-1 {y.argmax(-1).tolist()}")
+
+
 def big_endian_copy(src: pathlib.Path, dst: pathlib.Path, itemsizes: list[int]) -> None:
     """Rewrite a zip checkpoint as a big-endian machine would have written it: every storage
     byte-swapped (storage keys are numbered in pickling order) and byteorder = big."""
@@ -552,6 +732,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["bireal"]:  # only the Bi-Real fixture (the others unchanged)
         bireal_net18()
+        return
+    if sys.argv[1:] == ["adabin"]:  # only the AdaBin fixture (the others unchanged)
+        adabin_resnet18()
         return
     dtypes = dtype_tensors()
     torch.save(dtypes, HERE / "dtypes.pt")
@@ -586,9 +769,10 @@ def main() -> None:
     reactnet_resnet18()
     bireal_net18()
     bnext_tiny()
+    adabin_resnet18()
     total = sum(p.stat().st_size for p in HERE.iterdir())
     print(f"wrote {len(list(HERE.iterdir()))} files, {total / 1024:.1f} KiB, torch {torch.__version__}")
-    assert total < 300 * 1024
+    assert total < 400 * 1024
 
 
 if __name__ == "__main__":
