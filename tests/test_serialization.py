@@ -91,6 +91,9 @@ RECIPES = {
     "kbnn>CaseOptimizer": Recipe({"default_optimizer": keras.optimizers.Adam(0.01)}),
     "kbnn>InfoRecoupling": Recipe(input_shape=[(2, 6, 6, 8), (2, 6, 6, 8)]),
     "kbnn>ChannelReplicate": Recipe({"beta": 2}),
+    "kbnn>FeatureDistillation": Recipe({"loss": "mse", "student_layers": ["s1", "s2"],
+                                        "teacher_layers": ["t1", "t2"], "weight": 0.5,
+                                        "teacher": 1, "name": "features"}),
 }
 
 # Constructor arguments that are live objects, not configuration: a predicate or metric bound
@@ -121,7 +124,9 @@ def _tiny_binary_model(name: str):
 # Recipes whose arguments are models, built when used.
 MODEL_RECIPES = {
     "kbnn>Distiller": lambda: Recipe({"student": _tiny_model("student"),
-                                      "teachers": [_tiny_model("teacher")]}),
+                                      "teachers": [_tiny_model("teacher")],
+                                      "feature_losses": [("mse", "student_dense",
+                                                          "teacher_dense", 0.5)]}),
     "kbnn>BinaryPredicate": lambda: Recipe({"model": _tiny_model("predicated")}),
     "kbnn>FlipRatio": lambda: Recipe({"model": _tiny_binary_model("flipping")}),
 }

@@ -5,8 +5,11 @@ section 'DIR-Net'): `DTESign`, the sign with the Distribution-sensitive Two-stag
 
 DIR-Net is the journal extension of IR-Net (arXiv 1909.10788): IMB generalises Libra-PB and DTE
 generalises EDE. Both are `kbnn.quantizers.EDEQuantizer`s, so `kbnn.training.EDESchedule` moves
-their two stages (k and t) during training. What kbnn could verify of the paper is its abstract;
-docs/methods.md says which parts of the definitions below are kbnn's reading.
+their two stages (k and t) during training. What kbnn could verify of the paper is its abstract
+(arXiv v1, 2021, and v2, 2022, the IJCV text), not its equations, so no equation numbers are
+cited: docs/methods.md, section 'DIR-Net', quotes the abstract, lists what was searched and says
+which parts of the definitions below are kbnn's reading (built on IR-Net's verified Libra-PB and
+EDE).
 """
 
 from __future__ import annotations
@@ -73,8 +76,11 @@ class DTESign(EDEQuantizer):
     `kbnn.training.EDESchedule` moves from stage 1 (t small, k = 1/t: about the identity, the
     updating capability) to stage 2 (t large, k = 1: about the sign, the accurate gradient).
 
-    The paper's text (beyond its abstract) could not be checked: the sigma normalisation is
-    kbnn's reading of "distribution-sensitive" (docs/methods.md).
+    The abstract says only "distribution-sensitive soft approximation by jointly considering
+    the updating capability and accurate gradient" (v2; v1: "gradual distribution-sensitive
+    approximation of the sign function"); the paper's equations could not be found (what was
+    searched: docs/methods.md), so the sigma normalisation is kbnn's reading of
+    "distribution-sensitive", and the two stages and their schedule are IR-Net's EDE.
 
     Inference form: the plain sign, ``BinaryForm()``.
 
@@ -121,7 +127,10 @@ def imb_standardize(w, scale: str = "power_of_two"):
 @register_alias("imb_weight")
 class IMBWeight(EDEQuantizer):
     """DIR-Net's Information Maximized Binarization of the weights (Qin et al.,
-    arXiv 2109.12338; see docs/methods.md, section 'DIR-Net').
+    arXiv 2109.12338; see docs/methods.md, section 'DIR-Net'): in the abstract's words,
+    "minimizing the information loss and the binarization error ... by weight balance and
+    standardization"; the formulas below are IR-Net's Libra-PB (its official code), the
+    paper's equations being unavailable to kbnn.
 
     Per output channel (over every kernel axis but the last) the weights are balanced (zero
     mean: the two signs equally likely, maximal entropy of the binary weights) and standardised:

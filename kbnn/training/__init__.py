@@ -5,7 +5,8 @@
   IR-Net's schedule of t and k (arXiv 1909.10788) built on it.
 * `Distiller` trains a student against frozen teachers with ReActNet's `DistributionLoss`
   (arXiv 2003.03488) and BNext's consecutive assistant teachers (`AssistantTeacherSchedule`,
-  arXiv 2211.12933).
+  arXiv 2211.12933), with feature-level terms (`FeatureDistillation`: a loss over named layers'
+  outputs, e.g. DIR-Net's `RepresentationDistillation` or LCR-BNN's `LipschitzRetentionLoss`).
 * `to_step2` / `to_step1` convert between the two steps of two-step training (ReActNet;
   AdamBNN, arXiv 2106.11309); `weight_decay_exclusions` / `exclude_binary_weights_from_decay`
   keep weight decay off the binary latent weights.
@@ -13,7 +14,12 @@
 """
 
 from kbnn.training.callbacks import EDESchedule, QuantizerSchedule, ede_schedule_values
-from kbnn.training.distill import AssistantTeacherSchedule, Distiller, DistributionLoss
+from kbnn.training.distill import (
+    AssistantTeacherSchedule,
+    Distiller,
+    DistributionLoss,
+    FeatureDistillation,
+)
 from kbnn.training.recipes import (
     EpochCosineDecay,
     EpochLinearDecay,
@@ -32,7 +38,7 @@ from kbnn.training.two_step import (
 )
 
 __all__ = ["EDESchedule", "QuantizerSchedule", "ede_schedule_values"]
-__all__ += ["AssistantTeacherSchedule", "Distiller", "DistributionLoss"]
+__all__ += ["AssistantTeacherSchedule", "Distiller", "DistributionLoss", "FeatureDistillation"]
 __all__ += ["EpochCosineDecay", "EpochLinearDecay", "Recipe", "bireal_net_18", "bnext_t",
             "is_conv_kernel", "reactnet_a"]
 __all__ += ["exclude_binary_weights_from_decay", "replace_weight_quantizers", "to_step1",

@@ -16,7 +16,8 @@ from keras import ops
 
 from kbnn.checks import check_bool
 
-__all__ = ["TEACHER_WEIGHTINGS", "AssistantTeacherSchedule", "Distiller", "DistributionLoss"]
+__all__ = ["TEACHER_WEIGHTINGS", "AssistantTeacherSchedule", "Distiller", "DistributionLoss",
+           "FeatureDistillation"]
 
 #: The values of `Distiller(teacher_weighting=...)`.
 TEACHER_WEIGHTINGS = ("mean", "hard_knowledge", "hard_knowledge_per_sample")
@@ -160,6 +161,186 @@ def _as_models(argument: str, value) -> list:
     return models
 
 
+def _layer_names(argument: str, value) -> tuple[list, bool]:
+    """A layer name or a list of them -> (names, given as a list)."""
+    if isinstance(value, str):
+        return [value], False
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value), True
+    raise ValueError(
+        f"Invalid value for argument `{argument}` of FeatureDistillation. Expected a layer name "
+        f"or a non-empty list of layer names. Received {argument}={value!r}.")
+
+
+@keras.saving.register_keras_serializable(package="kbnn")
+class FeatureDistillation:
+    """One feature-level distillation term of a `Distiller` (``Distiller(...,
+    feature_losses=[...])``): ``weight * loss(teacher_features, student_features)``, where the
+    features are the outputs of named layers of the student and of one of the teachers, taken
+    from the same forward passes as the logits (the student's from its training-mode pass, the
+    teacher's in inference mode, without gradient).
+
+    For example DIR-Net's RBD over two blocks, and LCR-BNN's loss over three:
+
+        FeatureDistillation(RepresentationDistillation(), ["s_b1", "s_b2"], ["t_b1", "t_b2"])
+        FeatureDistillation(LipschitzRetentionLoss(), ["stem", "b1", "b2"],
+                            weight=8 / (256 * 1e4))
+
+    Args:
+        loss: a Keras loss called as ``loss(teacher_features, student_features)`` (a
+            `keras.losses.Loss`, e.g. `RepresentationDistillation` or
+            `LipschitzRetentionLoss`, a loss name or a loss function).
+        student_layers: the name of a top-level layer of the student, or a list of names.
+            The loss receives what is named: one tensor for a name, a list of tensors (in the
+            order given) for a list.
+        teacher_layers: the same for the teacher, with as many names as `student_layers`;
+            None (default) uses the student's names (twin architectures with the same layer
+            names).
+        weight: the weight of the term (>= 0, default 1.0).
+        teacher: the index, in the Distiller's `teachers`, of the teacher whose layers are named
+            (default 0; assistant teachers cannot be used).
+        name: the name of the term in the training logs (default: the loss's name).
+    """
+
+    def __init__(self, loss, student_layers, teacher_layers=None, weight=1.0, teacher=0,
+                 name=None):
+        if loss is None or isinstance(loss, (list, tuple, dict)):
+            raise ValueError(
+                "Invalid value for argument `loss` of FeatureDistillation. Expected one loss: a "
+                f"keras.losses.Loss, a loss name or a loss function. Received loss={loss!r}.")
+        self.loss_identifier = loss
+        self.loss = loss if isinstance(loss, keras.losses.Loss) else _as_loss(loss)
+        names, as_list = _layer_names("student_layers", student_layers)
+        self.student_layers = names if as_list else names[0]
+        if teacher_layers is None:
+            teacher_layers = self.student_layers
+        t_names, t_as_list = _layer_names("teacher_layers", teacher_layers)
+        if len(t_names) != len(names) or t_as_list != as_list:
+            raise ValueError(
+                "Invalid value for argument `teacher_layers` of FeatureDistillation. Expected "
+                "as many teacher layers as student layers, given the same way (one name, or a "
+                f"list). Received student_layers={student_layers!r} and "
+                f"teacher_layers={teacher_layers!r}.")
+        self.teacher_layers = t_names if t_as_list else t_names[0]
+        self.weight = _check_real("FeatureDistillation", "weight", weight, 0.0, True)
+        if not (isinstance(teacher, numbers.Integral) and not isinstance(teacher, bool)
+                and teacher >= 0):
+            raise ValueError(
+                "Invalid value for argument `teacher` of FeatureDistillation. Expected the index "
+                f"(an integer >= 0) of one of the Distiller's `teachers`. Received "
+                f"teacher={teacher!r}.")
+        self.teacher = int(teacher)
+        if name is not None and not (isinstance(name, str) and name):
+            raise ValueError(
+                "Invalid value for argument `name` of FeatureDistillation. Expected a non-empty "
+                f"string or None. Received name={name!r}.")
+        self.name = name if name is not None else self.loss.name
+
+    @property
+    def student_layer_names(self) -> list:
+        return _layer_names("student_layers", self.student_layers)[0]
+
+    @property
+    def teacher_layer_names(self) -> list:
+        return _layer_names("teacher_layers", self.teacher_layers)[0]
+
+    def __call__(self, teacher_features: list, student_features: list):
+        """``loss(teacher_features, student_features)`` (before `weight`), the features given
+        as lists in the order of the names."""
+        if not isinstance(self.student_layers, list):
+            teacher_features, student_features = teacher_features[0], student_features[0]
+        return self.loss(teacher_features, student_features)
+
+    def get_config(self) -> dict:
+        return {"loss": keras.saving.serialize_keras_object(self.loss_identifier),
+                "student_layers": self.student_layers, "teacher_layers": self.teacher_layers,
+                "weight": self.weight, "teacher": self.teacher, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> FeatureDistillation:
+        config = dict(config)
+        loss = config.pop("loss")
+        if not isinstance(loss, str):
+            loss = keras.saving.deserialize_keras_object(loss, custom_objects=custom_objects)
+        return cls(loss, **config)
+
+    def __repr__(self) -> str:
+        return (f"FeatureDistillation({self.loss.name!r}, student_layers="
+                f"{self.student_layers!r}, teacher_layers={self.teacher_layers!r}, "
+                f"weight={self.weight:g}, teacher={self.teacher})")
+
+
+def _as_feature_losses(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (FeatureDistillation, dict)) or not isinstance(value, (list, tuple)):
+        raise ValueError(  # noqa: TRY004 (bad argument value: ValueError by convention)
+            "Invalid value for argument `feature_losses` of Distiller. Expected a list of "
+            "FeatureDistillation objects, dicts of their arguments or tuples (loss, "
+            "student_layers[, teacher_layers[, weight]]). "
+            f"Received feature_losses={value!r}.")
+    specs = []
+    for i, item in enumerate(value):
+        if isinstance(item, FeatureDistillation):
+            specs.append(item)
+            continue
+        try:
+            if isinstance(item, dict):
+                if item.get("class_name") == "FeatureDistillation":  # serialised
+                    specs.append(keras.saving.deserialize_keras_object(item))
+                else:
+                    specs.append(FeatureDistillation(**item))
+            elif isinstance(item, tuple) and 2 <= len(item) <= 4:
+                specs.append(FeatureDistillation(*item))
+            else:
+                raise ValueError(
+                    "Expected a FeatureDistillation, a dict of its arguments or a tuple (loss, "
+                    f"student_layers[, teacher_layers[, weight]]). Received {item!r}.")
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Invalid value for argument `feature_losses` of Distiller: "
+                f"feature_losses[{i}]: {error}") from error
+    return specs
+
+
+def _model_structure(owner: str, model) -> tuple:
+    """(input structure, output structure) of a functional or Sequential model."""
+    try:
+        return model.input, model.output
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"Invalid value for argument `feature_losses` of Distiller: the {owner} "
+            f"{model.name!r} has no symbolic inputs and outputs, so its layers' outputs cannot "
+            "be read. Feature losses need a functional or Sequential model built on a "
+            "keras.Input.") from error
+
+
+def _layer_outputs(owner: str, index: int, model, names: list) -> list:
+    outputs = []
+    for name in names:
+        layer = next((lay for lay in model.layers if lay.name == name), None)
+        if layer is None:
+            available = ", ".join(repr(lay.name) for lay in model.layers)
+            raise ValueError(
+                f"Invalid value for argument `feature_losses` of Distiller: "
+                f"feature_losses[{index}] names the {owner} layer {name!r}, which the {owner} "
+                f"{model.name!r} does not have (top-level layers only). Its layers: "
+                f"{available}.")
+        try:
+            outputs.append(layer.output)
+        except (AttributeError, ValueError) as error:
+            raise ValueError(
+                f"Invalid value for argument `feature_losses` of Distiller: "
+                f"feature_losses[{index}] names the {owner} layer {name!r}, whose output is not "
+                f"defined (a layer called more than once, or not called): {error}") from error
+    return outputs
+
+
+class _Holder:
+    """Plain attributes out of Keras' tracking: the derived feature models (their layers are the
+    student's and the teachers', tracked there) and the features of the last forward passes."""
+
+
 def _num_replicas() -> int:
     """The number of replicas of the current `tf.distribute` strategy (1 outside one)."""
     return int(tf.distribute.get_strategy().num_replicas_in_sync)
@@ -201,6 +382,13 @@ class Distiller(keras.Model):
     official code does. The choice is the non-trainable variable `assistant_index`, read
     inside the compiled step (only the current assistant runs).
 
+    Feature losses: each `FeatureDistillation` of `feature_losses` adds
+    ``weight * loss(teacher_features, student_features)`` to the loss, the features being the
+    outputs of named layers of the student and of a teacher (e.g. DIR-Net's
+    `RepresentationDistillation` or LCR-BNN's `LipschitzRetentionLoss` over block outputs).
+    The student's features come from the same training-mode forward pass as its outputs, and a
+    teacher runs once per step for its outputs and its features.
+
     Save and convert the student: ``distiller.student.save("student.keras")`` (or
     `save_student`), ``kbnn.converters.convert(distiller.student)``. The distiller itself
     saves and loads too (its config holds the student and the teachers; its compile config the
@@ -227,13 +415,17 @@ class Distiller(keras.Model):
         student_from_logits, teacher_from_logits: False when that model's outputs are
             probabilities (e.g. a `keras.applications` model with a softmax head): they are
             turned into logits by log(p) before the losses.
+        feature_losses: a list of feature-level terms: `FeatureDistillation` objects, dicts of
+            their arguments, or tuples ``(loss, student_layers[, teacher_layers[, weight]])``.
+            The named layers must be top-level layers of a functional or Sequential student
+            and teacher. Default none.
         name: the model name.
     """
 
     def __init__(self, student, teachers=None, *, assistant_teachers=None,
                  distillation_loss=None, temperature=None, distillation_weight=1.0,
                  ground_truth_weight=0.0, teacher_weighting="mean", student_from_logits=True,
-                 teacher_from_logits=True, name="distiller", **kwargs):
+                 teacher_from_logits=True, feature_losses=None, name="distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(student, keras.Model):
             raise TypeError(
@@ -289,12 +481,70 @@ class Distiller(keras.Model):
         self._ground_truth_identifier = None
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.ground_truth_loss_tracker = keras.metrics.Mean(name="ground_truth_loss")
+        self.feature_losses = _as_feature_losses(feature_losses)
+        self._features = _Holder()
+        self._build_feature_models()
+        taken = {"loss", "distillation_loss", "ground_truth_loss"}
+        self.feature_loss_trackers = []
+        for spec in self.feature_losses:
+            name = spec.name
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            self.feature_loss_trackers.append(keras.metrics.Mean(name=name))
+
+    def _build_feature_models(self) -> None:
+        """The student (and each teacher with named layers) as one functional model returning
+        ``[outputs, [features of spec 0], [features of spec 1], ...]``, sharing its layers."""
+        holder = self._features
+        holder.student_model, holder.teacher_models, holder.last = None, {}, {}
+        if not self.feature_losses:
+            return
+        for i, spec in enumerate(self.feature_losses):
+            if spec.teacher >= len(self.teachers):
+                raise ValueError(
+                    f"Invalid value for argument `feature_losses` of Distiller: "
+                    f"feature_losses[{i}] reads teacher {spec.teacher}, but the Distiller has "
+                    f"{len(self.teachers)} model(s) in `teachers` (assistant teachers cannot "
+                    "be used for feature losses).")
+        inputs, outputs = _model_structure("student", self.student)
+        features = [_layer_outputs("student", i, self.student, spec.student_layer_names)
+                    for i, spec in enumerate(self.feature_losses)]
+        holder.student_model = keras.Model(inputs, [outputs, features],
+                                           name=f"{self.student.name}_features")
+        for j in sorted({spec.teacher for spec in self.feature_losses}):
+            teacher = self.teachers[j]
+            inputs, outputs = _model_structure("teacher", teacher)
+            features = [_layer_outputs("teacher", i, teacher, spec.teacher_layer_names)
+                        if spec.teacher == j else []
+                        for i, spec in enumerate(self.feature_losses)]
+            holder.teacher_models[j] = keras.Model(inputs, [outputs, features],
+                                                   name=f"{teacher.name}_features")
 
     # ------------------------------------------------------------------------- model
 
     def call(self, inputs, training=None):
-        """The student's outputs."""
-        return self.student(inputs, training=training)
+        """The student's outputs. In training, with feature losses, the student's features of
+        the same forward pass are kept for `compute_loss`."""
+        model = self._features.student_model
+        if model is None or not training:
+            return self.student(inputs, training=training)
+        outputs, features = model(inputs, training=training)
+        last = self._features.last
+        while len(last) >= 8:  # outputs computed but never given to compute_loss
+            last.pop(next(iter(last)))
+        key = keras.tree.flatten(outputs)[0]
+        last[id(key)] = (key, features)
+        return outputs
+
+    def _student_features(self, x, y_pred, training) -> list:
+        """The student's features of the forward pass that gave `y_pred` (run again when
+        `y_pred` does not come from `call` in training)."""
+        key = keras.tree.flatten(y_pred)[0]
+        entry = self._features.last.pop(id(key), None)
+        if entry is not None and entry[0] is key:
+            return entry[1]
+        return self._features.student_model(x, training=training)[1]
 
     def compute_output_shape(self, input_shape):
         return self.student.compute_output_shape(input_shape)
@@ -308,9 +558,10 @@ class Distiller(keras.Model):
         trackers = [self.distillation_loss_tracker]
         if self.ground_truth_weight > 0:
             trackers.append(self.ground_truth_loss_tracker)
-        return [m for m in super().metrics
-                if not any(m is t for t in (self.distillation_loss_tracker,
-                                            self.ground_truth_loss_tracker))] + trackers
+        trackers += list(getattr(self, "feature_loss_trackers", []))
+        own = (self.distillation_loss_tracker, self.ground_truth_loss_tracker,
+               *getattr(self, "feature_loss_trackers", []))
+        return [m for m in super().metrics if not any(m is t for t in own)] + trackers
 
     # ------------------------------------------------------------------------ compile
 
@@ -360,9 +611,25 @@ class Distiller(keras.Model):
         outputs = ops.cast(outputs, "float32")
         return outputs if from_logits else _log_probabilities(outputs)
 
+    def _run_teachers(self, x) -> tuple[list, dict]:
+        """The active teachers' outputs (assistant first) and, per teacher with named layers,
+        its features per spec, from one inference-mode pass each."""
+        outputs, features = [], {}
+        for j, t in enumerate(self.teachers):
+            model = self._features.teacher_models.get(j)
+            if model is None:
+                out = t(x, training=False)
+            else:
+                out, features[j] = model(x, training=False)
+            outputs.append(ops.stop_gradient(ops.cast(out, "float32")))
+        return self._with_assistant(x, outputs), features
+
     def _teacher_outputs(self, x) -> list:
         outputs = [ops.stop_gradient(ops.cast(t(x, training=False), "float32"))
                    for t in self.teachers]
+        return self._with_assistant(x, outputs)
+
+    def _with_assistant(self, x, outputs: list) -> list:
         assistants = self.assistant_teachers
         if len(assistants) == 1:
             assistant = assistants[0](x, training=False)
@@ -377,12 +644,14 @@ class Distiller(keras.Model):
             outputs.insert(0, ops.stop_gradient(ops.cast(assistant, "float32")))
         return outputs
 
-    def distillation_term(self, x, student_outputs):
+    def distillation_term(self, x, student_outputs, teacher_outputs=None):
         """The KD term of the loss for inputs `x` and the student's outputs (before
-        `distillation_weight`), combined over the active teachers by `teacher_weighting`."""
+        `distillation_weight`), combined over the active teachers by `teacher_weighting`
+        (`teacher_outputs`: the active teachers' outputs, computed from `x` when None)."""
         student = self._as_logits(student_outputs, self.student_from_logits)
-        teachers = [self._as_logits(t, self.teacher_from_logits)
-                    for t in self._teacher_outputs(x)]
+        if teacher_outputs is None:
+            teacher_outputs = self._teacher_outputs(x)
+        teachers = [self._as_logits(t, self.teacher_from_logits) for t in teacher_outputs]
         n = float(len(teachers))
         loss = self.distillation_loss
         if self.teacher_weighting == "mean":
@@ -400,14 +669,25 @@ class Distiller(keras.Model):
         return ops.sum(ops.stack(terms)) / n
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """distillation_weight * KD + ground_truth_weight * compiled loss + the student's own
-        losses (regularizers, `add_loss`)."""
+        """distillation_weight * KD + ground_truth_weight * compiled loss + the weighted
+        feature losses + the student's own losses (regularizers, `add_loss`)."""
         if y_pred is None:
             y_pred = self(x, training=training)
         replicas = float(_num_replicas())
-        distillation = self.distillation_term(x, y_pred)
+        teacher_outputs, teacher_features = self._run_teachers(x)
+        distillation = self.distillation_term(x, y_pred, teacher_outputs)
         self.distillation_loss_tracker.update_state(distillation * replicas)
         total = self.distillation_weight * distillation
+        if self.feature_losses:
+            student_features = self._student_features(x, y_pred, training)
+            for i, (spec, tracker) in enumerate(zip(self.feature_losses,
+                                                    self.feature_loss_trackers)):
+                teacher = [ops.stop_gradient(ops.cast(f, "float32"))
+                           for f in teacher_features[spec.teacher][i]]
+                student = [ops.cast(f, "float32") for f in student_features[i]]
+                value = spec(teacher, student)
+                tracker.update_state(value * replicas)
+                total = total + spec.weight * value
         if self.ground_truth_weight > 0:
             if self._ground_truth_loss is None:
                 raise ValueError(
@@ -444,6 +724,7 @@ class Distiller(keras.Model):
             "teacher_weighting": self.teacher_weighting,
             "student_from_logits": self.student_from_logits,
             "teacher_from_logits": self.teacher_from_logits,
+            "feature_losses": [serialize(spec) for spec in self.feature_losses],
         }
 
     @classmethod
@@ -457,7 +738,8 @@ class Distiller(keras.Model):
         teachers = [deserialize(t) for t in config.pop("teachers", [])]
         assistants = [deserialize(t) for t in config.pop("assistant_teachers", [])]
         loss = config.pop("distillation_loss", None)
-        return cls(student, teachers, assistant_teachers=assistants,
+        features = [deserialize(spec) for spec in config.pop("feature_losses", None) or []]
+        return cls(student, teachers, assistant_teachers=assistants, feature_losses=features,
                    distillation_loss=deserialize(loss) if loss is not None else None,
                    **config)
 

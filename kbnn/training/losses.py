@@ -8,8 +8,9 @@ argument is one feature map or a list of them (block outputs, in network order):
   arXiv 2207.06540), the squared difference of the estimated Lipschitz constants of each pair of
   consecutive blocks.
 
-The teacher's features get no gradient. See docs/methods.md, sections 'DIR-Net' and 'LCR-BNN',
-for how to feed block outputs to them during `fit`.
+The teacher's features get no gradient. `kbnn.training.Distiller(feature_losses=...)` feeds them
+the outputs of named layers of a student and a teacher during `fit` (docs/training.md, 'Feature
+losses').
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ class RepresentationDistillation(keras.losses.Loss):
     (the squared L2 distance of the per-sample L2-normalised features, 0 ... 4 per pair, averaged
     over the pairs), with no gradient to the teacher; the Keras reduction then averages over the
     batch. ``normalize=False`` compares the raw features by their mean squared difference
-    instead. The paper's exact normalisation could not be checked (kbnn could read only its
-    abstract): this is kbnn's reading, see docs/methods.md.
+    instead. The abstract (arXiv v2, the IJCV text) says only "retaining the representation
+    information by distilling the representations between full-precision and binarized
+    networks"; the paper's equations (which features, normalisation, distance, weighting) could
+    not be found (docs/methods.md lists what was searched), so this form is kbnn's reading.
+    `kbnn.training.Distiller(feature_losses=[FeatureDistillation(RepresentationDistillation(),
+    student_layers, teacher_layers)])` feeds it block outputs during `fit`.
 
     Called as ``loss(teacher_features, student_features, sample_weight=None)``, each a tensor
     or a list of tensors (block outputs) of shape (batch, ...).

@@ -1,5 +1,5 @@
-"""docs/training.md's distillation example (a binary student distilled from a float teacher on
-digits, saved and converted) runs as written."""
+"""docs/training.md's distillation examples (a binary student distilled from a float teacher on
+digits, saved and converted; the same with a feature loss over named layers) run as written."""
 
 import textwrap
 from pathlib import Path
@@ -33,4 +33,19 @@ def test_distillation_example_runs(tmp_path, monkeypatch):
     accuracy = np.mean(np.argmax(student.predict(split.x_test, verbose=0), -1) == split.y_test)
     assert accuracy > 0.8
     assert isinstance(keras.models.load_model(tmp_path / "student.keras"), keras.Model)
+    assert isinstance(namespace["flatbuffer"], bytes)
+
+
+def test_feature_loss_example_runs(tmp_path, monkeypatch):
+    code = indented_block_after(DOC.read_text(), "so `teacher_layers` is left out):")
+    assert "feature_losses=[rbd]" in code
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 (our own docs)
+    split, student = namespace["split"], namespace["student"]
+    history = namespace["history"].history
+    assert "representation_distillation" in history
+    assert history["representation_distillation"][-1] < history["representation_distillation"][0]
+    accuracy = np.mean(np.argmax(student.predict(split.x_test, verbose=0), -1) == split.y_test)
+    assert accuracy > 0.8
     assert isinstance(namespace["flatbuffer"], bytes)

@@ -17,7 +17,9 @@ from methods2_helpers import (
 from kbnn.blocks import BiRealBlock
 from kbnn.data import load_digits_split
 from kbnn.training import (
+    Distiller,
     EDESchedule,
+    FeatureDistillation,
     LipschitzRetentionLoss,
     RepresentationDistillation,
 )
@@ -183,44 +185,34 @@ def test_lcr_edge_cases_and_arguments():
 
 # --------------------------------------------------------------------- training with fit
 
-class FeatureDistillation(keras.Model):
-    """The recipe of docs/methods.md: the student returns [logits, *block outputs]; the loss is
-    the cross-entropy of the logits plus `weight` times a feature loss against the frozen
-    teacher's block outputs on the same inputs."""
-
-    def __init__(self, student, teacher, feature_loss, weight, **kwargs):
-        super().__init__(**kwargs)
-        self.student, self.teacher = student, teacher
-        self.teacher.trainable = False
-        self.feature_loss, self.weight = feature_loss, weight
-        self.cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        teacher_features = self.teacher(x, training=False)[1:]
-        return (self.cross_entropy(y, y_pred[0])
-                + self.weight * self.feature_loss(teacher_features, y_pred[1:]))
-
-
 def _features_model(input_quantizer, kernel_quantizer, name, activation=None):
-    """stem (8x8x32) -> BiRealBlock(32) -> BiRealBlock(64, s2): outputs [logits, stem, b1, b2].
-    The float teacher gets an activation after each block (its blocks are linear otherwise)."""
+    """stem (8x8x32) -> BiRealBlock(32) -> BiRealBlock(64, s2) -> logits. The block outputs
+    (the features) are the layers named `{name}_stem_bn`, `{name}_b1`, `{name}_b2`; the float
+    teacher gets an activation after each block (its blocks are linear otherwise), and its
+    features are those activations, `{name}_b1_act` and `{name}_b2_act`."""
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name=f"{name}_stem")(inputs)
     stem = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_stem_bn")(x)
     b1 = BiRealBlock(32, input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                      name=f"{name}_b1")(stem)
     if activation:
-        b1 = keras.layers.Activation(activation)(b1)
+        b1 = keras.layers.Activation(activation, name=f"{name}_b1_act")(b1)
     b2 = BiRealBlock(64, strides=2, input_quantizer=input_quantizer,
                      kernel_quantizer=kernel_quantizer, name=f"{name}_b2")(b1)
     if activation:
-        b2 = keras.layers.Activation(activation)(b2)
+        b2 = keras.layers.Activation(activation, name=f"{name}_b2_act")(b2)
     logits = keras.layers.Dense(10, name=f"{name}_fc")(
         keras.layers.GlobalAveragePooling2D()(b2))
-    return keras.Model(inputs, [logits, stem, b1, b2], name=name)
+    return keras.Model(inputs, logits, name=name)
+
+
+STUDENT_FEATURES = ["student_stem_bn", "student_b1", "student_b2"]
+TEACHER_FEATURES = ["teacher_stem_bn", "teacher_b1_act", "teacher_b2_act"]
+
+
+def _features(model, names, x):
+    extractor = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    return extractor(x, training=False)
 
 
 @pytest.fixture(scope="module")
@@ -228,16 +220,16 @@ def teacher():
     """The full-precision twin, trained briefly on digits (3 epochs)."""
     keras.utils.set_random_seed(0)
     model = _features_model(None, None, "teacher", activation="hard_tanh")
-    logits_only = keras.Model(model.input, model.outputs[0])
-    run = fit_digits(logits_only, epochs=3)
+    run = fit_digits(model, epochs=3)
     assert run.accuracy > 0.9, run.accuracy
     return model
 
 
 @pytest.mark.parametrize("case", ["lcr", "rbd"])
 def test_feature_losses_train_with_fit_and_the_student_converts(case, teacher, tmp_path):
-    """LCR over IR-Net's binarizers (the official base, alpha = 8 / (batch 1e4) as in its
-    training), RBD over DIR-Net's with EDESchedule."""
+    """`Distiller(feature_losses=...)` with the labels' cross-entropy and no logit
+    distillation (the methods' own recipes): LCR over IR-Net's binarizers (the official base,
+    alpha = 8 / (batch 1e4) as in its training), RBD over DIR-Net's with EDESchedule."""
     keras.utils.set_random_seed(1)
     if case == "lcr":
         student = _features_model("ede_sign", "libra_weight", "student")
@@ -245,25 +237,29 @@ def test_feature_losses_train_with_fit_and_the_student_converts(case, teacher, t
     else:
         student = _features_model("dte_sign", "imb_weight", "student")
         feature_loss, weight = RepresentationDistillation(), 1.0
-    trainer = FeatureDistillation(student, teacher, feature_loss, weight)
+    trainer = Distiller(student, teacher, distillation_weight=0.0, ground_truth_weight=1.0,
+                        feature_losses=[FeatureDistillation(feature_loss, STUDENT_FEATURES,
+                                                            TEACHER_FEATURES, weight)])
     data = load_digits_split()
     steps = 3 * -(-len(data.x_train) // 64)
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-2, steps, 0.0)
-    trainer.compile(keras.optimizers.Adam(schedule))
-    before = float(feature_loss(teacher(data.x_test[:64], training=False)[1:],
-                                student(data.x_test[:64], training=False)[1:]))
+    trainer.compile(keras.optimizers.Adam(schedule),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = data.x_test[:64]
+    before = float(feature_loss(_features(teacher, TEACHER_FEATURES, x),
+                                _features(student, STUDENT_FEATURES, x)))
     history = trainer.fit(data.x_train, data.y_train, batch_size=64, epochs=3, verbose=0,
                           callbacks=[EDESchedule()])
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
-    deployable = keras.Model(student.input, student.outputs[0])
-    accuracy = np.mean(np.argmax(deployable.predict(data.x_test, verbose=0), -1) == data.y_test)
+    assert feature_loss.name in history.history
+    accuracy = np.mean(np.argmax(student.predict(data.x_test, verbose=0), -1) == data.y_test)
     assert accuracy > 0.8, accuracy
-    after = float(feature_loss(teacher(data.x_test[:64], training=False)[1:],
-                               student(data.x_test[:64], training=False)[1:]))
+    after = float(feature_loss(_features(teacher, TEACHER_FEATURES, x),
+                               _features(student, STUDENT_FEATURES, x)))
     if case == "rbd":
         assert after < before, (before, after)  # the student's features moved to the teacher's
     assert np.isfinite(after)
-    assert_round_trip_exact(deployable, tmp_path)
-    _, _, ops = assert_converts_and_agrees(deployable, strict=True)
+    assert_round_trip_exact(student, tmp_path)
+    _, _, ops = assert_converts_and_agrees(student, strict=True)
     assert ops.count("LceBconv2d") == 2
