@@ -1,5 +1,6 @@
 """ReBNN (arXiv 2302.00956), RBONN (arXiv 2209.01542) and ReCU (arXiv 2103.12369) end to end, in
-the existing blocks (docs/methods.md, sections 'ReBNN', 'RBONN', 'ReCU').
+the existing blocks (docs/methods.md, sections 'ReBNN', 'RBONN', 'ReCU'); RBONN in both forms of
+its recurrent model (the paper's, the default, and the official code's, `form="code"`).
 
 None of the three has a block of its own: each is a weight quantizer (ReCU also an activation
 quantizer) passed to the Bi-Real layout (`BiRealBlock`, the ResNet-18 block of their official
@@ -26,7 +27,8 @@ EPOCHS = 3
 # (input quantizer of the Bi-Real block, of the ReActNet block, kernel quantizer, its class)
 METHODS = {
     "rebnn": ("approx_sign", "rsign", "rebnn_weight", ReBNNWeight),
-    "rbonn": ("approx_sign", "rsign", "rbonn_weight", RBONNWeight),
+    "rbonn": ("approx_sign", "rsign", "rbonn_weight", RBONNWeight),  # the paper's form
+    "rbonn_code": ("approx_sign", "rsign", RBONNWeight(form="code"), RBONNWeight),
     "recu": ("recu_sign", "recu_sign", "recu_weight", ReCUWeight),
 }
 
@@ -87,6 +89,19 @@ def test_method_state_after_fit(trained):
         assert len(model.losses) == 4  # one reconstruction loss per ReBNN quantizer
     elif method == "rbonn":
         for quantizer in quantizers:
+            assert quantizer.form == "paper"
+            channels = quantizer.u.shape[0]
+            assert quantizer.dense_channels == channels - int(channels * 0.6)
+            # channels were backtracked and written back (the selection changes from step to
+            # step, so over 3 epochs it may have reached every channel)
+            assert np.abs(quantizer.backtrack.numpy()).max() > 0
+            assert np.abs(quantizer.previous_weight.numpy()).max() > 0
+            assert np.any(quantizer.u.numpy() != np.float32(0.2))
+        model(random_inputs(4), training=True)
+        assert len(model.losses) == 4
+    elif method == "rbonn_code":
+        for quantizer in quantizers:
+            assert quantizer.form == "code"
             assert np.abs(quantizer.previous_gradient.numpy()).max() > 0
             channels = quantizer.u.shape[0]
             assert quantizer.backtracked_channels == int(channels * 0.4)
