@@ -2,9 +2,11 @@
 
     kbnn zoo list [--compute]
     kbnn zoo convert NAME -o OUT.tflite [--weights W] [--input-size S] [--width-multiplier M]
-                     [--classes K] [--int8] [--no-strict] [--overwrite]
+                     [--classes K] [--option KEY=VALUE ...] [--int8] [--no-strict]
+                     [--overwrite]
     kbnn zoo import NAME CHECKPOINT.pth -o OUT.keras [--input-size S] [--width-multiplier M]
-                    [--classes K] [--key KEY] [--no-strict] [--overwrite]
+                    [--classes K] [--option KEY=VALUE ...] [--key KEY] [--no-strict]
+                    [--overwrite]
 
 `list` prints every architecture with its parameters and OPs at 224x224 (from
 benchmarks/zoo_figures.json, the table of docs/zoo.md; a model missing there is counted only
@@ -14,6 +16,13 @@ LCE flatbuffer. `import` builds a model, loads an official PyTorch checkpoint in
 the architecture's registered mapping (`kbnn.zoo.load_torch_checkpoint`, no PyTorch needed) and
 saves it as .keras.
 
+`--option KEY=VALUE` (repeatable) passes any other keyword argument of the architecture's
+builder, the VALUE read as JSON when it parses (``1.0``, ``true``, ``null``, ``[32, 32, 3]``,
+``"text"``) and as a plain string otherwise, e.g. the official AdaBin checkpoint needs
+``kbnn zoo import AdaBinResNet18 model_best.pth.tar -o adabin.keras --option
+activation_form=code``. An item without '=' is a usage error; a KEY that is not a parameter of
+the builder is refused (naming the accepted ones) before anything is built or written.
+
 Only the standard library is imported here: `add_parser` builds the arguments, and `command`
 imports kbnn (and TensorFlow) once the arguments are parsed. Outputs are checked before
 anything is computed and written atomically (`kbnn_apps.cli.write_atomically`).
@@ -22,6 +31,7 @@ anything is computed and written atomically (`kbnn_apps.cli.write_atomically`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 __all__ = ["add_parser", "command"]
@@ -54,15 +64,36 @@ def _multiplier(text: str) -> float:
     return value
 
 
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE -> (KEY, VALUE), VALUE parsed as JSON when it parses, else the string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with KEY a builder argument name, got {text!r}"
+            + ("" if sep else " (no '=')"))
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key, parsed
+
+
 def _model_options(p: argparse.ArgumentParser, positive_int) -> None:
     p.add_argument("name", metavar="NAME",
                    help="the architecture (see `kbnn zoo list`; case, '-' and '_' ignored)")
     p.add_argument("--input-size", type=_input_size, default=None, metavar="S|H,W",
                    help="input height and width in pixels (default 224, the published size)")
-    p.add_argument("--width-multiplier", type=_multiplier, default=1.0, metavar="M",
+    # None: not given (the builder's default, 1.0 / 1000, unless an --option sets it)
+    p.add_argument("--width-multiplier", type=_multiplier, default=None, metavar="M",
                    help="scale every width by M (default 1.0, the published model)")
-    p.add_argument("--classes", type=positive_int, default=1000, metavar="K",
+    p.add_argument("--classes", type=positive_int, default=None, metavar="K",
                    help="classifier outputs (default 1000, ImageNet)")
+    p.add_argument("--option", dest="options", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="another keyword argument of the builder (repeatable), VALUE read as "
+                        "JSON if it parses, else as a string; e.g. --option "
+                        "activation_form=code --option pad_values=1.0")
 
 
 def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_option) -> None:
@@ -194,12 +225,65 @@ def _list(args) -> int:
     return 0
 
 
-def _build(args, **kwargs):
-    from kbnn import zoo
+# builder arguments with their own flag: --option may set them instead, not as well
+_FLAGS = {"input_shape": "--input-size", "width_multiplier": "--width-multiplier",
+          "classes": "--classes", "weights": "--weights"}
 
-    shape = None if args.input_size is None else (*args.input_size, 3)
-    return zoo.get(args.name, input_shape=shape, classes=args.classes,
-                   width_multiplier=args.width_multiplier, **kwargs)
+
+def _architecture(name: str) -> str:
+    """The registered name of the architecture NAME (case, '-' and '_' ignored)."""
+    from kbnn import zoo
+    from kbnn_apps.cli import CLIError
+
+    key = name.replace("-", "").replace("_", "").lower()
+    for candidate in zoo.list_models():
+        if candidate.lower() == key:
+            return candidate
+    raise CLIError(f"unknown model {name!r}; expected one of {', '.join(zoo.list_models())} "
+                   "(see `kbnn zoo list`)")
+
+
+def _builder_kwargs(args, architecture: str, refused: dict[str, str]) -> dict:
+    """The builder's keyword arguments from the flags and the --option items, checked
+    against the builder's signature (a one-line CLIError naming the key, the model and the
+    accepted options). `refused`: keys no --option may set, with the reason."""
+    import inspect
+
+    from kbnn import zoo
+    from kbnn_apps.cli import CLIError
+
+    parameters = inspect.signature(getattr(zoo, architecture)).parameters
+    accepted = [k for k in parameters if k not in refused]
+    kwargs = {"input_shape": None if args.input_size is None else (*args.input_size, 3),
+              "classes": 1000 if args.classes is None else args.classes,
+              "width_multiplier": 1.0 if args.width_multiplier is None
+              else args.width_multiplier}
+    if "weights" not in refused:
+        kwargs["weights"] = args.weights
+    given = {"input_shape": args.input_size, "classes": args.classes,
+             "width_multiplier": args.width_multiplier, "weights": getattr(args, "weights", None)}
+    seen = set()
+    for key, value in args.options:
+        item = f"--option {key}={json.dumps(value) if not isinstance(value, str) else value}"
+        if key in refused:
+            raise CLIError(f"{item}: {refused[key]}")
+        if key not in parameters:
+            raise CLIError(f"{item}: {architecture} has no option {key!r}; accepted options: "
+                           f"{', '.join(accepted)}")
+        if key in seen:
+            raise CLIError(f"{item}: {key} is given twice")
+        if given.get(key) is not None:
+            raise CLIError(f"{item}: {key} is also set by {_FLAGS[key]}; give one of them")
+        seen.add(key)
+        kwargs[key] = tuple(value) if key == "input_shape" and isinstance(value, list) else value
+    return kwargs
+
+
+def _convert_kwargs(args) -> tuple[str, dict]:
+    architecture = _architecture(args.name)
+    refused = {"input_tensor": "a tensor cannot be given on the command line; use "
+                               "--input-size or --option input_shape=[H, W, C]"}
+    return architecture, _builder_kwargs(args, architecture, refused)
 
 
 def _convert(args) -> int:
@@ -207,9 +291,14 @@ def _convert(args) -> int:
 
     from kbnn_apps.cli import check_output_path, write_bytes_atomically
 
-    inputs = [args.weights] if args.weights and os.path.exists(args.weights) else []
+    architecture, kwargs = _convert_kwargs(args)
+    weights = kwargs.get("weights")
+    inputs = [weights] if isinstance(weights, str) and os.path.exists(weights) else []
     check_output_path(args.output, "--output", inputs=inputs, overwrite=args.overwrite)
-    model = _build(args, weights=args.weights)
+
+    from kbnn import zoo
+
+    model = zoo.get(architecture, **kwargs)
 
     from kbnn.converters import convert
 
@@ -232,17 +321,19 @@ def _import(args) -> int:
     if not args.output.endswith(".keras"):
         raise CLIError(f"--output {args.output}: Keras saves models only under a name ending "
                        "in .keras")
+    architecture = _architecture(args.name)
+    refused = {"input_tensor": "a tensor cannot be given on the command line; use "
+                               "--input-size or --option input_shape=[H, W, C]",
+               "weights": "the weights are CHECKPOINT's; `kbnn zoo import` takes no other"}
+    kwargs = _builder_kwargs(args, architecture, refused)
     check_output_path(args.output, "--output", inputs=[args.checkpoint],
                       overwrite=args.overwrite)
-    model = _build(args)
 
     from kbnn import zoo
     from kbnn.zoo import torch_checkpoint as tc
 
-    # the architecture's registered name (NAME may differ in case and separators)
-    key = args.name.replace("-", "").replace("_", "").lower()
-    architecture = next(n for n in zoo.list_models() if n.lower() == key)
     mapping = tc.get_torch_mapping(architecture)
+    model = zoo.get(architecture, **kwargs)
     report = tc.load_torch_checkpoint(model, args.checkpoint, mapping, strict=args.strict,
                                       key=args.key)
     write_atomically(args.output, model.save)

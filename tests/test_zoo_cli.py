@@ -151,3 +151,85 @@ def test_import_errors_are_one_line(reactnet_checkpoint, tmp_path, capsys):
     code, _, err = run(capsys, "zoo", "import", "ReActNetA", str(reactnet_checkpoint), "-o",
                        str(tmp_path / "m.h5"))
     assert code == 1 and ".keras" in err
+
+
+# ----------------------------------------------------------------- --option KEY=VALUE
+
+ADABIN_NARROW = ["--input-size", "32", "--classes", "10", "--option", "width_multiplier=0.03125"]
+
+
+@pytest.fixture(scope="module")
+def adabin_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("adabin") / "adabin_resnet18_w1_32.pth.tar"
+    path.write_bytes(gzip.decompress(
+        (FIXTURES / "adabin_resnet18_w1_32.pth.tar.gz").read_bytes()))
+    return path
+
+
+def test_import_adabin_checkpoint_with_builder_options(adabin_checkpoint, tmp_path, capsys):
+    """The official AdaBin checkpoint needs activation_form="code": passed with --option, as
+    are the width (JSON number) and the logits head (JSON null)."""
+    import keras
+
+    out = tmp_path / "adabin.keras"
+    code, text, err = run(capsys, "zoo", "import", "AdaBinResNet18", str(adabin_checkpoint),
+                          "-o", str(out), *ADABIN_NARROW, "--option", "activation_form=code",
+                          "--option", "classifier_activation=null")
+    assert code == 0, err
+    assert "Wrote" in text and "warning" not in text
+    model = keras.saving.load_model(out)
+    with np.load(FIXTURES / "adabin_resnet18_w1_32.npz") as data:
+        images, logits = data["input_nhwc"].astype(np.float32), data["logits"]
+    outputs = model.predict(images, verbose=0)
+    assert np.abs(outputs - logits).max() / np.abs(logits).max() < 1e-4
+    np.testing.assert_array_equal(outputs.argmax(-1), logits.argmax(-1))
+
+
+def test_option_errors_name_the_problem_and_write_nothing(adabin_checkpoint, tmp_path,
+                                                         capsys):
+    out = tmp_path / "m.keras"
+
+    def fails(*argv, status=1):
+        code, _, err = run(capsys, "zoo", "import", "AdaBinResNet18", str(adabin_checkpoint),
+                           "-o", str(out), *ADABIN_NARROW, *argv)
+        assert code == status, err
+        if status == 1:
+            assert len(err.strip().splitlines()) == 1, err
+        assert not out.exists() and not list(tmp_path.iterdir())
+        return err.strip().splitlines()[-1]
+
+    # the default (paper) form: the mapping says what to pass on the command line
+    err = fails()
+    assert "--option activation_form=code" in err
+    # a key the builder does not take: named, with the model and the accepted options
+    err = fails("--option", "activation_from=code")
+    assert "'activation_from'" in err and "AdaBinResNet18" in err
+    assert "accepted options:" in err and "activation_form" in err and "pad_values" in err
+    # no '=': a usage error naming the item
+    err = fails("--option", "activation_form", status=2)
+    assert "'activation_form'" in err and "no '='" in err
+    # refused, twice, or also set by its own flag
+    assert "CHECKPOINT" in fails("--option", "activation_form=code", "--option", "weights=x")
+    assert "given twice" in fails("--option", "activation_form=code",
+                                  "--option", "activation_form=code")
+    assert "--width-multiplier" in fails("--option", "activation_form=code",
+                                         "--width-multiplier", "0.03125")
+    # a value the builder refuses (checked when building, before writing)
+    assert "activation_form" in fails("--option", "activation_form=cod")
+
+
+def test_convert_passes_options_and_checks_them(tmp_path, capsys):
+    out = tmp_path / "adabin.tflite"
+    code, _, err = run(capsys, "zoo", "convert", "adabin-resnet18", "-o", str(out),
+                       "--input-size", "32", "--classes", "10", "--option", "pad_value=1.0")
+    assert code == 1 and "'pad_value'" in err and "accepted options:" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    code, _, err = run(capsys, "zoo", "convert", "adabin-resnet18", "-o", str(out),
+                       "--input-size", "32", "--classes", "10", "--option", "input_tensor=1")
+    assert code == 1 and "--input-size" in err and not out.exists()
+    code, text, err = run(capsys, "zoo", "convert", "adabin-resnet18", "-o", str(out),
+                          "--input-size", "32", "--classes", "10", "--option",
+                          "width_multiplier=0.125", "--option", "pad_values=1.0",
+                          "--option", "activation_form=code", "--option", "name=\"tiny\"")
+    assert code == 0, err
+    assert out.read_bytes()[4:8] == b"TFL3" and "Wrote" in text and "tiny" in text

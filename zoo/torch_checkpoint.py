@@ -963,13 +963,15 @@ def _adabin_activation(block, where: str):
         problems.append(f"pad_values={block.pad_values!r}")
     if problems:
         raise ValueError(
-            f"The official AdaBin checkpoint's {where} (AdaBin_Conv2d: activations "
-            "alpha_a * (sign((x - beta_a) / alpha_a) + beta_a), zero padding of the binarized "
-            "input, weights std * sign(W - mean) + mean) does not fit "
-            f"{block.name} ({', '.join(problems)}). Build the model with "
-            "activation_form='code' and pad_values=0.0 (and the default quantizers "
-            "'adabin_activation', 'adabin_weight'), e.g. kbnn.zoo.AdaBinResNet18("
-            "weights='model_best.pth.tar', activation_form='code').")
+            f"{block.name} ({', '.join(problems)}) does not fit the official AdaBin "
+            f"checkpoint's {where}: build the model with activation_form='code' (on the "
+            "command line, kbnn zoo import ... --option activation_form=code) and "
+            "pad_values=0.0 and the default quantizers 'adabin_activation', 'adabin_weight', "
+            "e.g. kbnn.zoo.AdaBinResNet18(weights='model_best.pth.tar', "
+            "activation_form='code'). (The official "
+            "AdaBin_Conv2d computes activations alpha_a * (sign((x - beta_a) / alpha_a) + "
+            "beta_a), zero-pads the binarized input and binarizes weights as "
+            "std * sign(W - mean) + mean.)")
     return activation
 
 

@@ -37,9 +37,13 @@ class AdaBinWeight(EDEQuantizer):
     {beta_w - alpha_w, beta_w + alpha_w}. No learnable parameters.
 
     Backward: autograd through the normalisation (alpha_w and beta_w included), with the sign's
-    derivative ``k t (1 - tanh^2(t u))`` (IR-Net's EDE). The official ImageNet code fixes
-    k = 10, t = 0.1 (the defaults); k and t are non-trainable variables, so
-    `kbnn.training.EDESchedule` can anneal them as the official CIFAR code does.
+    derivative ``k t (1 - tanh^2(t u))`` (IR-Net's EDE). k = 10, t = 0.1 (the defaults) are
+    only the initial values of the official ``AdaBin_Conv2d``: the official ImageNet
+    ``main.py``, like the CIFAR code, sets ``t = 10^(-3 + 4 i/N)`` at the start of epoch i of
+    N (from 1e-3 up to just below 10, log-uniformly) and ``k = max(1/t, 1)`` in every
+    ``AdaBin_Conv2d``. k and t are non-trainable variables; to reproduce that schedule, train
+    with ``kbnn.training.EDESchedule(t_min=1e-3, t_max=10.0)``, which assigns the same t and k
+    per epoch.
 
     Inference form: ``BinaryForm(threshold=beta_w, scale=alpha_w, offset=beta_w)``.
 
