@@ -8,7 +8,10 @@ is shared and noisy: the table reports medians and the ratios kbnn / peer.
 
 Measured:
 * training step of a small CIFAR-size net (batch 64): CPU time per step and wall median over
-  steps 3..N, the first step (tracing), with and without ``jit_compile=True``;
+  steps 3..N, the first step (tracing), with and without ``jit_compile=True``; next to kbnn,
+  two kbnn variants that locate its cost (Keras' own BatchNormalization instead of kbnn's
+  fused one; kbnn's layers without binarization, i.e. what the binarization ops cost); and the
+  first step of every framework with the optimizer built before it (one trace in Keras 3);
 * conversion of the small net and of QuickNet (224x224): flatbuffer bytes, operator histogram,
   float ops, LCE latency (x86, 1 thread), conversion time, extra peak RSS while converting (the
   peak is reset just before the conversion through /proc/self/clear_refs);
@@ -34,7 +37,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FRAMEWORKS = ("kbnn", "larq", "float", "kbnn-keras-bn")
+FRAMEWORKS = ("kbnn", "larq", "float", "kbnn-keras-bn", "kbnn-no-binarization")
+#: kbnn variants measured next to kbnn (training only), with the label of their table rows.
+VARIANTS = (("kbnn-keras-bn", "kbnn with Keras' BN"),
+            ("kbnn-no-binarization",
+             "kbnn without binarization ops"))
 
 
 # ------------------------------------------------------------------------------ the networks
@@ -53,9 +60,11 @@ def _api(framework: str):
 
     if framework == "float":
         return keras, keras.layers.Conv2D, keras.layers.Dense, {}
-    # "kbnn" and "kbnn-keras-bn"
+    # "kbnn", "kbnn-keras-bn" and "kbnn-no-binarization"
     import kbnn
 
+    if framework == "kbnn-no-binarization":
+        return keras, kbnn.layers.QuantConv2D, kbnn.layers.QuantDense, {}
     return keras, kbnn.layers.QuantConv2D, kbnn.layers.QuantDense, {
         "input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign",
         "kernel_constraint": "weight_clip"}
@@ -64,7 +73,7 @@ def _api(framework: str):
 def _batch_norm(framework: str, keras):
     """kbnn models use kbnn's fused-kernel BatchNormalization (as the kbnn blocks and zoo do);
     "kbnn-keras-bn" is the same kbnn model with Keras 3's own BatchNormalization."""
-    if framework == "kbnn":
+    if framework in ("kbnn", "kbnn-no-binarization"):
         import kbnn
 
         return kbnn.layers.FusedBatchNormalization
@@ -77,7 +86,7 @@ def small_net(framework: str, size: int = 32, channels: int = 3, width: int = 64
     float conv -> BN, 3 binary convs (max-pools, BNs), flatten, binary Dense -> BN,
     binary Dense -> BN -> softmax."""
     keras, conv, dense, q = _api(framework)
-    pad = {} if framework == "float" else {"pad_values": 1.0}
+    pad = {} if framework in ("float", "kbnn-no-binarization") else {"pad_values": 1.0}
     layers = keras.layers
     bn = _batch_norm(framework, keras)
     inputs = keras.Input((size, size, channels))
@@ -322,7 +331,7 @@ def main(argv=None) -> int:
     steps = "5" if quick else "25"
     size = "16" if quick else "32"
     width = "16" if quick else "64"
-    peers = ["kbnn", "float", "kbnn-keras-bn"]
+    peers = ["kbnn", "float", *(name for name, _ in VARIANTS)]
     has_larq = not args.no_larq and not quick and larq_available()
     if has_larq:
         peers.insert(1, "larq")
@@ -347,18 +356,19 @@ def main(argv=None) -> int:
             row += [_ratio(values["kbnn"], values.get("larq")) if has_larq else "-",
                     _ratio(values["kbnn"], values["float"])]
             rows.append(tuple(row))
-            plain = values["kbnn-keras-bn"]
-            row = [f"training, small net, batch 64, {label}: {name}, kbnn with Keras' BN",
-                   f"{plain:.3f}" if key == "first_s" else f"{plain:.1f}"]
-            row += ["-"] * (1 if has_larq else 0) + ["-"]
-            row += [_ratio(plain, values.get("larq")) if has_larq else "-",
-                    _ratio(plain, values["float"])]
-            rows.append(tuple(row))
+            for variant, variant_label in VARIANTS:
+                value = values[variant]
+                row = [f"training, small net, batch 64, {label}: {name}, {variant_label}",
+                       f"{value:.3f}" if key == "first_s" else f"{value:.1f}"]
+                row += ["-"] * (1 if has_larq else 0) + ["-"]
+                row += [_ratio(value, values.get("larq")) if has_larq else "-",
+                        _ratio(value, values["float"])]
+                rows.append(tuple(row))
 
     # First step with the optimizer built before it (one trace of the train step in Keras 3),
     # every framework the same way.
     if "train" in parts:
-        firsts: dict[str, list] = {f: [] for f in peers if f != "kbnn-keras-bn"}
+        firsts: dict[str, list] = {f: [] for f in ("kbnn", "larq", "float") if f in peers}
         for _ in range(rounds):
             for framework in firsts:
                 result = _run(framework, "train", "--steps", "1", "--size", size, "--width",
