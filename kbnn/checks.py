@@ -15,9 +15,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["argument_error", "check_bool", "check_choice", "check_int_in_range",
-           "check_non_negative", "check_number", "check_pad_values", "check_positive",
-           "check_positive_int", "check_positive_or_none", "check_strides"]
+__all__ = ["argument_error", "check_bool", "check_choice", "check_initializer",
+           "check_int_in_range", "check_non_negative", "check_number", "check_pad_values",
+           "check_positive", "check_positive_int", "check_positive_or_none", "check_strides"]
 
 
 def argument_error(owner: str, name: str, expected: str, value: Any) -> ValueError:
@@ -107,6 +107,24 @@ def check_bool(owner: str, name: str, value: Any, expected: str = "True or False
     if not isinstance(value, bool):
         _fail(owner, name, expected, value)
     return value
+
+
+def check_initializer(owner: str, name: str, value: Any, default: Any = None,
+                      expected: str = "a Keras initializer (name, config or instance) or None"):
+    """`value` (`default` when None) as a Keras initializer, through `keras.initializers.get`;
+    a ValueError naming the argument, `expected` and Keras' reason otherwise. (Keras is imported
+    here, on use: this module stays importable without it.)"""
+    import keras
+
+    if value is None:
+        value = default
+    try:
+        return keras.initializers.get(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"Invalid value for argument `{name}` of {owner}. Expected {expected}. "
+            f"Received {name}={value!r} ({err})."
+        ) from None
 
 
 def check_strides(owner: str, strides: Any, name: str = "strides") -> int:

@@ -797,6 +797,18 @@ def _imagenet_style(*, image_size: int, recipe: Recipe, augment: bool, mean, std
     return preprocess
 
 
+def _imagenet_style_batches(dataset, split: str, *, training: bool, image_size: int,
+                            recipe: Recipe, mean, std, batch_size: int, seed, shuffle,
+                            shuffle_buffer: int, drop_remainder):
+    """`dataset` (encoded images, labels) through the ImageNet-style per-image function, then
+    shuffled, batched and prefetched (not cached: the encoded images are large)."""
+    preprocess = _imagenet_style(image_size=image_size, recipe=recipe, augment=training,
+                                 mean=mean, std=std)
+    return _finish(dataset, preprocess, training=_is_training_split(split), augment=training,
+                   batch_size=batch_size, seed=seed, shuffle=shuffle,
+                   shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder, cache=False)
+
+
 def imagenet(split: str = "train", batch_size: int = 256, image_size: int = 224, *,
              augment: bool | None = None, recipe="reactnet", data_dir: str | None = None,
              download: bool = False, seed: int | None = None, shuffle: bool | None = None,
@@ -834,11 +846,10 @@ def imagenet(split: str = "train", batch_size: int = 256, image_size: int = 224,
     dataset, info = _load_tfds(owner, "imagenet2012", split, data_dir, download, decode=False,
                                shuffle_files=_is_training_split(split) if shuffle is None
                                else shuffle, seed=seed)
-    preprocess = _imagenet_style(image_size=image_size, recipe=recipe, augment=training,
-                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    result = _finish(dataset, preprocess, training=_is_training_split(split), augment=training,
-                     batch_size=batch_size, seed=seed, shuffle=shuffle,
-                     shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder, cache=False)
+    result = _imagenet_style_batches(
+        dataset, split, training=training, image_size=image_size, recipe=recipe,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size=batch_size, seed=seed, shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder)
     if not with_info:
         return result
     return result, DatasetInfo("imagenet", split, _split_size(info, split), 1000,
@@ -869,11 +880,10 @@ def image_folder(path: str, split: str = "train", batch_size: int = 64, image_si
     dataset = builder.as_dataset(split=split, as_supervised=True,
                                  decoders={"image": tfds.decode.SkipDecoding()},
                                  shuffle_files=False)
-    preprocess = _imagenet_style(image_size=image_size, recipe=recipe, augment=training,
-                                 mean=mean, std=std)
-    result = _finish(dataset, preprocess, training=_is_training_split(split), augment=training,
-                     batch_size=batch_size, seed=seed, shuffle=shuffle,
-                     shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder, cache=False)
+    result = _imagenet_style_batches(
+        dataset, split, training=training, image_size=image_size, recipe=recipe, mean=mean,
+        std=std, batch_size=batch_size, seed=seed, shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder)
     if not with_info:
         return result
     classes = builder.info.features["label"].num_classes

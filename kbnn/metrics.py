@@ -70,19 +70,11 @@ class FlipRatio(keras.metrics.Metric):
 
     def bind(self, model) -> FlipRatio:
         """Track the binary weights of `model` (once). Returns the metric."""
-        from kbnn import _keras_compat as compat
-        from kbnn.layers.base import QuantizedLayerMixin
+        from kbnn.optimizers.case import _binary_quantized_weights
 
         if self._weights is not None:
             raise ValueError(f"FlipRatio {self.name!r} is already bound to a model.")
-        weights, seen = [], []
-        for layer in compat.flatten_layers(model, include_self=True, recursive=True):
-            if not isinstance(layer, QuantizedLayerMixin):
-                continue
-            for weight in layer.quantized_weights().values():
-                if weight.is_binary and not any(weight.variable is v for v in seen):
-                    seen.append(weight.variable)
-                    weights.append(weight)
+        weights = _binary_quantized_weights(model)
         if not weights:
             raise ValueError(
                 f"FlipRatio: model {getattr(model, 'name', model)!r} has no binary weights (no "

@@ -55,6 +55,24 @@ def fit_digits(model: keras.Model, epochs: int = 3, learning_rate: float = 1e-2,
     return DigitsRun(model, history.history["loss"], accuracy, history.history, seconds)
 
 
+def fit_binary_dense(units: int, kernel_quantizer, optimizer, epochs: int = 2):
+    """Seed 0; Input(5) -> QuantDense(units) with an "ste_sign" input, `kernel_quantizer` and no
+    bias, fitted with `optimizer` on the MSE to random normal targets (32 examples, batch 8).
+    Returns (model, layer, inputs)."""
+    from kbnn.layers import QuantDense
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    layer = QuantDense(units, input_quantizer="ste_sign", kernel_quantizer=kernel_quantizer,
+                       use_bias=False)
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(optimizer, "mse")
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(32, units)).astype("float32")
+    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0)
+    return model, layer, x
+
+
 def stem_model(body, stem: int = 32) -> keras.Model:
     """Input(8, 8, 1) -> float 3x3 stem + BN -> body(x) -> GAP -> Dense(10)."""
     inputs = keras.Input((8, 8, 1))

@@ -1,5 +1,5 @@
 """Reference data shared by the tests: the METHODS.md §13 hand-computed values, numpy references
-of the surrogate gradients and a GradientTape helper.
+of the surrogate gradients and GradientTape helpers.
 
 Nothing here comes from kbnn: the values are written by hand and the references are plain numpy,
 so the tests that import them stay independent of the code under test.
@@ -46,6 +46,36 @@ def value_and_grads(fn, x, variables=(), upstream=None):
         loss = tf.reduce_sum(y if upstream is None else y * upstream)
     grads = tape.gradient(loss, [x, *variables])
     return y.numpy(), grads[0].numpy(), [g.numpy() for g in grads[1:]]
+
+
+def quantizer_step(quantizer, w, upstream, variables=(), training=True):
+    """One eager forward/backward of the weight quantizer `quantizer` on `w`: (output, its
+    losses as floats, d/dw, [d/d variable, ...]) of sum(upstream * output) + sum(losses); the
+    output and d/dw as numpy, the gradients of `variables` as the tape returns them."""
+    w = tf.constant(w)
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        out = quantizer(w, training=training)
+        losses = list(quantizer.losses)
+        total = tf.reduce_sum(out * upstream) + tf.add_n([tf.constant(0.0)] + losses)
+    dw, *grads = tape.gradient(total, [w, *variables])
+    return out.numpy(), [float(v) for v in losses], dw.numpy(), grads
+
+
+def traced_training_step(quantizer, kernel, variables=()):
+    """`step(upstream)`: one training call of the weight quantizer `quantizer` on the
+    tf.Variable `kernel`, traced into a tf.function (as `fit` runs it), returning the gradients
+    of sum(upstream * quantizer(kernel)) + the quantizer's losses with respect to `kernel` and
+    to each of `variables`."""
+
+    @tf.function
+    def step(upstream):
+        with tf.GradientTape() as tape:
+            out = quantizer(kernel, training=True)
+            total = tf.reduce_sum(out * upstream) + tf.add_n(quantizer.losses)
+        return tape.gradient(total, [kernel, *variables])
+
+    return step
 
 
 def value_and_grad(fn, x, upstream=None):

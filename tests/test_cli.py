@@ -8,6 +8,7 @@ import zipfile
 
 import keras
 import pytest
+from cli_helpers import light_runs_in_a_fresh_interpreter, one_error_line
 
 from kbnn.layers import QuantConv2D
 from kbnn_apps.cli import CLIError, main
@@ -37,15 +38,6 @@ def files(tmp_path_factory):
     _tiny_model(seed=1).save(folder / "other.keras")
     assert main(["convert", str(folder / "model.keras"), "-o", str(folder / "model.tflite")]) == 0
     return folder
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("kbnn: error:")
-    return lines[0]
 
 
 def test_convert_writes_a_flatbuffer_with_one_bconv_and_verifies(files, tmp_path, capsys):
@@ -84,7 +76,7 @@ def test_summary_of_a_model_with_unknown_input_dimensions(tmp_path, capsys):
     path = tmp_path / "dynamic.keras"
     keras.Model(inputs, outputs).save(path)
     assert main(["summary", str(path)]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "(None, None, 32) with unknown dimensions" in line and "--input-shape H,W,C" in line
     assert main(["summary", str(path), "--input-shape", "6,6,32"]) == 0
     # 3*3*32*32 binary MACs per output pixel, 6*6 pixels: 331,776 BOPs.
@@ -92,7 +84,7 @@ def test_summary_of_a_model_with_unknown_input_dimensions(tmp_path, capsys):
     for bad in (["--input-shape", "6,6,16"], ["--input-shape", "6,6"],
                 ["--input-shape", "6,6,32", "--input-shape", "6,6,32"]):
         assert main(["summary", str(path), *bad]) == 1
-        assert "--input-shape" in _error_line(capsys)
+        assert "--input-shape" in one_error_line(capsys)
 
 
 def test_verify_passes_for_the_right_model_and_fails_for_another(files, capsys):
@@ -101,7 +93,7 @@ def test_verify_passes_for_the_right_model_and_fails_for_another(files, capsys):
     assert "top-1 agreement                 100.00 %" in capsys.readouterr().out
     # A model with other weights disagrees: exit status 1 and one error line.
     assert main(["verify", str(files / "other.keras"), tflite, "--samples", "40"]) == 1
-    assert "below 99.00 %" in _error_line(capsys)
+    assert "below 99.00 %" in one_error_line(capsys)
 
 
 def test_bench_compares_with_the_float_twin_found_beside(files, capsys):
@@ -132,18 +124,18 @@ def test_bench_without_a_keras_model_shows_lce_only(files, tmp_path, capsys):
 
 def test_missing_file_is_one_error_line(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope.tflite")]) == 1
-    assert "file not found" in _error_line(capsys)
+    assert "file not found" in one_error_line(capsys)
     assert main(["summary", str(tmp_path / "nope.keras")]) == 1
-    assert "file not found" in _error_line(capsys)
+    assert "file not found" in one_error_line(capsys)
 
 
 def test_non_keras_and_non_tflite_files_are_refused(tmp_path, capsys):
     text = tmp_path / "model.keras"
     text.write_text("not a model")
     assert main(["summary", str(text)]) == 1
-    assert "is not a Keras model" in _error_line(capsys)
+    assert "is not a Keras model" in one_error_line(capsys)
     assert main(["inspect", str(text)]) == 1
-    assert "is not a TFLite flatbuffer" in _error_line(capsys)
+    assert "is not a TFLite flatbuffer" in one_error_line(capsys)
 
 
 def test_unknown_layer_is_named(files, tmp_path, capsys):
@@ -161,7 +153,7 @@ def test_unknown_layer_is_named(files, tmp_path, capsys):
                 data = json.dumps(config).encode()
             dst.writestr(item, data)
     assert main(["summary", str(target)]) == 1
-    assert "unknown layer or object 'NoSuchLayer'" in _error_line(capsys)
+    assert "unknown layer or object 'NoSuchLayer'" in one_error_line(capsys)
 
 
 def test_conversion_error_in_strict_mode_and_warning_without(tmp_path, capsys):
@@ -170,7 +162,7 @@ def test_conversion_error_in_strict_mode_and_warning_without(tmp_path, capsys):
     _tiny_model(groups=2).save(path)
     out = tmp_path / "grouped.tflite"
     assert main(["convert", str(path), "-o", str(out)]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "conversion failed" in line and "'bconv'" in line
     assert not out.exists()
     assert main(["convert", str(path), "-o", str(out), "--no-strict"]) == 0
@@ -205,21 +197,8 @@ _LIGHT_RUNS += [([command, "--help"], 0)
 def test_help_version_and_usage_errors_do_not_import_tensorflow():
     # In a fresh interpreter: main() of every run, then the heavy modules it must not have
     # loaded (pytest itself has imported them in this process).
-    code = f"""
-import contextlib, io, json, sys
-from kbnn_apps.cli import main
-statuses = []
-for argv, _ in {_LIGHT_RUNS!r}:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        statuses.append(main(argv))
-heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] in ("tensorflow", "keras", "kbnn", "numpy", "larq_compute_engine"))
-print(json.dumps({{"statuses": statuses, "heavy": heavy}}))
-"""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120, check=True)
-    result = json.loads(run.stdout.splitlines()[-1])
+    result = light_runs_in_a_fresh_interpreter(_LIGHT_RUNS, env=env)
     assert result["statuses"] == [status for _, status in _LIGHT_RUNS]
     assert result["heavy"] == []
 

@@ -9,6 +9,7 @@ import zipfile
 
 import keras
 import pytest
+from cli_helpers import one_error_line
 
 from kbnn.layers import QuantConv2D
 from kbnn_apps import cli
@@ -34,14 +35,6 @@ def files(tmp_path_factory):
     return folder
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("kbnn: error:") and "Traceback" not in err
-    return lines[0]
-
-
 def _leftovers(folder) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.startswith("."))
 
@@ -55,7 +48,7 @@ def test_convert_onto_its_own_input_leaves_it_byte_identical(files, tmp_path, ca
     before = model.read_bytes()
     for extra in ([], ["--overwrite"], ["--force"]):
         assert main(["convert", str(model), "-o", str(model), *extra]) == 1
-        line = _error_line(capsys)
+        line = one_error_line(capsys)
         assert "--output" in line and "is the input" in line and "never writes over" in line
         assert model.read_bytes() == before
     # the same file under another name (a relative path) is refused too
@@ -65,7 +58,7 @@ def test_convert_onto_its_own_input_leaves_it_byte_identical(files, tmp_path, ca
         assert main(["convert", "m.keras", "-o", str(model), "--force"]) == 1
     finally:
         os.chdir(cwd)
-    assert "is the input" in _error_line(capsys)
+    assert "is the input" in one_error_line(capsys)
     assert model.read_bytes() == before
     assert _leftovers(tmp_path) == []
 
@@ -74,7 +67,7 @@ def test_existing_output_is_kept_unless_overwrite(files, tmp_path, capsys):
     out = tmp_path / "out.tflite"
     out.write_bytes(b"keep me")
     assert main(["convert", str(files / "model.keras"), "-o", str(out)]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "--output" in line and "exists" in line and "--overwrite" in line
     assert out.read_bytes() == b"keep me"
     for flag in ("--overwrite", "--force"):
@@ -87,11 +80,11 @@ def test_existing_output_is_kept_unless_overwrite(files, tmp_path, capsys):
 
 def test_output_that_is_a_folder_or_inside_a_file_is_refused(files, tmp_path, capsys):
     assert main(["convert", str(files / "model.keras"), "-o", str(tmp_path)]) == 1
-    assert "is a directory" in _error_line(capsys)
+    assert "is a directory" in one_error_line(capsys)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["convert", str(files / "model.keras"), "-o", str(blocker / "m.tflite")]) == 1
-    assert "is a file, not a folder" in _error_line(capsys)
+    assert "is a file, not a folder" in one_error_line(capsys)
 
 
 def test_written_file_gets_the_usual_permissions(files, tmp_path, capsys):
@@ -166,7 +159,7 @@ def test_verify_preconditions_are_checked_before_the_flatbuffer_is_written(tmp_p
     two.save(tmp_path / "two.keras")
     out = tmp_path / "two.tflite"
     assert main(["convert", str(tmp_path / "two.keras"), "-o", str(out), "--verify", "3"]) == 1
-    assert "2 inputs" in _error_line(capsys)
+    assert "2 inputs" in one_error_line(capsys)
     assert not out.exists()
 
 
@@ -181,13 +174,13 @@ def test_demo_refuses_a_folder_that_holds_results(tmp_path, capsys, monkeypatch)
     called = []
     monkeypatch.setattr("kbnn_apps.demo.run_demo", lambda **kw: called.append(kw))
     assert main(["demo", "--out", str(out), "--epochs", "1"]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "--out" in line and "report.md" in line and "--overwrite" in line
     assert called == [] and (out / "report.md").read_text() == "earlier run"
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["demo", "--out", str(blocker)]) == 1
-    assert "is a file, not a folder" in _error_line(capsys)
+    assert "is a file, not a folder" in one_error_line(capsys)
     assert called == []
 
 
@@ -279,7 +272,7 @@ def _keras_variants(source, folder):
 def test_a_broken_keras_file_says_what_is_wrong(files, tmp_path, capsys, name, words):
     _keras_variants(files / "model.keras", tmp_path)
     assert main(["summary", str(tmp_path / name)]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert str(tmp_path / name) in line and "file not found" not in line.lower()
     for word in words:
         assert word in line
@@ -287,12 +280,12 @@ def test_a_broken_keras_file_says_what_is_wrong(files, tmp_path, capsys, name, w
 
 def test_a_flatbuffer_given_as_the_model_is_named(files, capsys):
     assert main(["summary", str(files / "model.tflite")]) == 1
-    assert "is a TFLite flatbuffer, not a Keras model" in _error_line(capsys)
+    assert "is a TFLite flatbuffer, not a Keras model" in one_error_line(capsys)
 
 
 def test_verify_with_swapped_arguments_says_so(files, capsys):
     assert main(["verify", str(files / "model.tflite"), str(files / "model.keras")]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "swapped" in line and f"kbnn verify {files / 'model.keras'}" in line
 
 
@@ -301,7 +294,7 @@ def test_inspect_of_a_truncated_zero_padded_file_fails(files, tmp_path, capsys):
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
     assert main(["inspect", str(broken)]) == 1
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert str(broken) in line and "not a valid TFLite flatbuffer" in line
     assert "broken structure" in line
 
@@ -321,7 +314,7 @@ def test_bench_refuses_a_model_that_is_not_the_flatbuffers(files, tmp_path, caps
                         ("other_output.keras", ["outputs (7,)", "(4,)"]),
                         ("no_binary.keras", ["0 LceBconv2d", "flatbuffer has 1"])):
         assert main(["bench", tflite, "--model", str(tmp_path / name), "--runs", "1"]) == 1
-        line = _error_line(capsys)
+        line = one_error_line(capsys)
         assert "--model" in line and "is not the model of" in line, line
         for word in words:
             assert word in line, line

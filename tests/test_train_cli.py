@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from cli_helpers import light_runs_in_a_fresh_interpreter
 
 from kbnn_apps.cli import main
 from kbnn_apps.demo import build_demo_model
@@ -63,20 +64,8 @@ def test_help_usage_and_argument_errors_do_not_import_tensorflow(tmp_path):
             (["train", "m.keras", "--dataset", "digits", "--epochs", "x", "--out", "o"], 2),
             (["train", "m.keras", "--dataset", "mnist", "--epochs", "1", "--out", "o"], 1),
             (["train", "m.keras", "--dataset", "digits", "--epochs", "1", "--out", "o"], 1)]
-    code = f"""
-import contextlib, io, json, sys
-from kbnn_apps.cli import main
-statuses = []
-for argv, _ in {runs!r}:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        statuses.append(main(argv))
-heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] in ("tensorflow", "keras", "kbnn", "numpy"))
-print(json.dumps({{"statuses": statuses, "heavy": heavy}}))
-"""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120, check=True)
-    result = json.loads(run.stdout.splitlines()[-1])
+    result = light_runs_in_a_fresh_interpreter(
+        runs, heavy=("tensorflow", "keras", "kbnn", "numpy"), cwd=tmp_path)
     assert result == {"statuses": [status for _, status in runs], "heavy": []}
     assert not (tmp_path / "o").exists()
 

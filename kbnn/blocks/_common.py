@@ -5,14 +5,13 @@ shortcut is in `shortcut.py`)."""
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Iterable
 
 import keras
 
 from kbnn import quantizers as kq
 from kbnn.checks import check_bool, check_pad_values, check_positive_int, check_strides
 from kbnn.export_mode import call_layer
+from kbnn.layers.base import build_chain, downsampled
 from kbnn.layers.conv import QuantConv2D
 from kbnn.layers.normalization import FusedBatchNormalization
 
@@ -171,26 +170,6 @@ def binary_conv(
         name=name,
         **kwargs,
     )
-
-
-def build_chain(layers: Iterable[keras.layers.Layer | None], input_shape) -> tuple:
-    """Build `layers` one after the other from `input_shape`; return the last output shape.
-
-    Blocks build their sub-layers here, in `build()`, so every variable exists before a
-    `.keras` file's weights are loaded.
-    """
-    shape = tuple(input_shape)
-    for layer in layers:
-        if layer is None:
-            continue
-        if not layer.built:
-            layer.build(shape)
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape
-
-
-def downsampled(size, strides: int):
-    return None if size is None else math.ceil(size / strides)
 
 
 class BinaryBlock(keras.layers.Layer):

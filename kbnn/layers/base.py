@@ -3,7 +3,8 @@ padding, and the dispatch to the export form while the converter's export mode i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import keras
@@ -15,8 +16,8 @@ from kbnn.checks import argument_error, check_bool, check_positive_int
 from kbnn.layers.export import QuantizedWeight, export_override
 from kbnn.quantizers.base import as_numeric_input
 
-__all__ = ["QuantConvMixin", "QuantizedLayerMixin", "check_quantizer_role", "same_padding",
-           "validate_pad_values", "validate_size_argument"]
+__all__ = ["QuantConvMixin", "QuantizedLayerMixin", "build_chain", "check_quantizer_role",
+           "downsampled", "same_padding", "validate_pad_values", "validate_size_argument"]
 
 
 def validate_size_argument(layer_name: str, name: str, value) -> int:
@@ -84,6 +85,28 @@ def validate_pad_values(layer_name: str, pad_values, input_quantizer) -> float:
             f"Received pad_values={pad_values!r}."
         )
     return value
+
+
+def build_chain(layers: Iterable[keras.layers.Layer | None], input_shape) -> tuple:
+    """Build `layers` (None entries skipped) one after the other from `input_shape`; return the
+    last output shape.
+
+    Composite layers and blocks build their sub-layers here, in `build()`, so every variable
+    exists before a `.keras` file's weights are loaded.
+    """
+    shape = tuple(input_shape)
+    for layer in layers:
+        if layer is None:
+            continue
+        if not layer.built:
+            layer.build(shape)
+        shape = tuple(layer.compute_output_shape(shape))
+    return shape
+
+
+def downsampled(size, strides: int):
+    """A spatial size after SAME-style striding (ceil(size / strides)); None stays None."""
+    return None if size is None else math.ceil(size / strides)
 
 
 def _shape_with_dynamic_dims(x) -> list:

@@ -37,6 +37,7 @@ from kbnn.checks import (
 )
 from kbnn.constraints import WeightClip
 from kbnn.export_mode import call_layer
+from kbnn.layers.base import build_chain, downsampled
 from kbnn.layers.bnn import LearnableBias
 from kbnn.layers.conv import QuantConv2D
 from kbnn.layers.normalization import FusedBatchNormalization
@@ -75,21 +76,6 @@ def _prelu(name: str) -> keras.layers.PReLU:
     """PyTorch's ``nn.PReLU(C)``: one slope per channel, init 0.25."""
     return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(_PRELU_INIT),
                               shared_axes=[1, 2], name=name)
-
-
-def _build_chain(layers, shape) -> tuple:
-    shape = tuple(shape)
-    for layer in layers:
-        if layer is None:
-            continue
-        if not layer.built:
-            layer.build(shape)
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape
-
-
-def _downsampled(size, strides: int):
-    return None if size is None else math.ceil(size / strides)
 
 
 def _channels(owner: str, name: str, input_shape) -> int:
@@ -194,7 +180,7 @@ class SqueezeExpand(keras.layers.Layer):
                 num_bits=self.bits, mode="learned", init_min=0.0,
                 init_max=(2.0 ** self.bits - 1) / 2.0 ** self.bits, trainable=False,
                 name=f"{self.name}_gate_quant")
-        _build_chain([self.pool, self.conv1, self.conv2, self.output_quant, self.gate_quant],
+        build_chain([self.pool, self.conv1, self.conv2, self.output_quant, self.gate_quant],
                      input_shape)
 
     def call(self, inputs):
@@ -350,13 +336,13 @@ class _BNextUnit(keras.layers.Layer):
                            if self.info_recoupling else None)
         self.norm2 = _batch_norm(f"{name}_norm2") if self.has_norm2 else None
 
-        shape = _build_chain([self.move, self.binary_conv, self.norm1, self.activation2],
+        shape = build_chain([self.move, self.binary_conv, self.norm1, self.activation2],
                              input_shape)
-        _build_chain([self.activation1], input_shape)
-        _build_chain([self.pooling], input_shape)
+        build_chain([self.activation1], input_shape)
+        build_chain([self.pooling], input_shape)
         if self.recoupling is not None:
             self.recoupling.build([shape, shape])
-        _build_chain([self.norm2], shape)
+        build_chain([self.norm2], shape)
 
     # The binary conv and the BN that reads its output directly and alone.
     def batch_norm_pairs(self) -> list[tuple]:
@@ -393,7 +379,7 @@ class _BNextUnit(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = tuple(input_shape)
-        return (batch, _downsampled(height, self.strides), _downsampled(width, self.strides),
+        return (batch, downsampled(height, self.strides), downsampled(width, self.strides),
                 channels)
 
     def get_config(self):

@@ -26,11 +26,10 @@ def _same_variable(a, b) -> bool:
 
 # ------------------------------------------------------------------------------- predicates
 
-def binary_variables(model) -> list:
-    """The binary weights of `model`: every variable that some kbnn quantized layer of the model
-    (at any depth: blocks, nested models) quantizes with a quantizer of precision 1, read from
-    the layers' `quantized_weights()` map. Each variable once, in layer order. The layers must
-    be built."""
+def _binary_quantized_weights(model) -> list:
+    """The `QuantizedWeight` entries (see `QuantizedLayerMixin.quantized_weights`) of the
+    binary weights of `model` (see `binary_variables`): one per variable, the first found, in
+    layer order. The layers must be built."""
     from kbnn.layers.base import QuantizedLayerMixin
 
     found = []
@@ -38,9 +37,17 @@ def binary_variables(model) -> list:
         if not isinstance(layer, QuantizedLayerMixin):
             continue
         for weight in layer.quantized_weights().values():
-            if weight.is_binary and not any(weight.variable is v for v in found):
-                found.append(weight.variable)
+            if weight.is_binary and not any(weight.variable is w.variable for w in found):
+                found.append(weight)
     return found
+
+
+def binary_variables(model) -> list:
+    """The binary weights of `model`: every variable that some kbnn quantized layer of the model
+    (at any depth: blocks, nested models) quantizes with a quantizer of precision 1, read from
+    the layers' `quantized_weights()` map. Each variable once, in layer order. The layers must
+    be built."""
+    return [weight.variable for weight in _binary_quantized_weights(model)]
 
 
 def is_binary_variable(variable, model) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kbnn.checks import check_initializer
 from kbnn.quantizers._checks import check_choice, check_non_negative, check_number
 from kbnn.quantizers.base import BinaryForm
 from kbnn.quantizers.channelwise import reduction_axes
@@ -176,16 +177,8 @@ class RBONNWeight(LearnedScaleWeight):
         self.lam = check_non_negative("RBONNWeight", "lam", lam)
         self.tau = check_number("RBONNWeight", "tau", tau, 0.0, 1.0)
         self.form = _check_form(form)
-        if u_initializer is None:
-            u_initializer = keras.initializers.Constant(0.2)
-        try:
-            self.u_initializer = keras.initializers.get(u_initializer)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                "Invalid value for argument `u_initializer` of RBONNWeight. Expected a Keras "
-                f"initializer (name, config or instance) or None. Received "
-                f"u_initializer={u_initializer!r} ({err})."
-            ) from None
+        self.u_initializer = check_initializer("RBONNWeight", "u_initializer", u_initializer,
+                                               default=keras.initializers.Constant(0.2))
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kbnn.checks import check_initializer
 from kbnn.quantizers._checks import check_choice, check_non_negative, check_positive_or_none
 from kbnn.quantizers.base import BinaryForm, Quantizer, binary_sign
 from kbnn.quantizers.channelwise import reduction_axes
@@ -160,14 +161,9 @@ class LearnedScaleWeight(Quantizer):
         if alpha_initializer == MEAN_ABS:
             self.alpha_initializer = MEAN_ABS
             return
-        try:
-            self.alpha_initializer = keras.initializers.get(alpha_initializer)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"Invalid value for argument `alpha_initializer` of {owner}. Expected "
-                f"{MEAN_ABS!r} or a Keras initializer (name, config or instance). Received "
-                f"alpha_initializer={alpha_initializer!r} ({err})."
-            ) from None
+        self.alpha_initializer = check_initializer(
+            owner, "alpha_initializer", alpha_initializer,
+            expected=f"{MEAN_ABS!r} or a Keras initializer (name, config or instance)")
 
     @property
     def initializes_alpha_from_weights(self) -> bool:

@@ -11,6 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
+from kbnn.checks import check_initializer
 from kbnn.quantizers._checks import check_number, check_positive
 from kbnn.quantizers.base import BinaryForm, Quantizer, sign_with_surrogate_grad
 from kbnn.quantizers.channelwise import channel_count, channel_mean, channel_std
@@ -109,16 +110,9 @@ class ReCUWeight(Quantizer):
         super().__init__(**kwargs)
         self._tau_init = _check_tau("ReCUWeight", tau)
         self.epsilon = check_positive("ReCUWeight", "epsilon", epsilon)
-        if alpha_initializer is None:
-            alpha_initializer = keras.initializers.RandomUniform(0.0, 1.0)
-        try:
-            self.alpha_initializer = keras.initializers.get(alpha_initializer)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                "Invalid value for argument `alpha_initializer` of ReCUWeight. Expected a Keras "
-                f"initializer (name, config or instance) or None. Received "
-                f"alpha_initializer={alpha_initializer!r} ({err})."
-            ) from None
+        self.alpha_initializer = check_initializer(
+            "ReCUWeight", "alpha_initializer", alpha_initializer,
+            default=keras.initializers.RandomUniform(0.0, 1.0))
 
     def build(self, input_shape):
         if len(input_shape) < 2 or input_shape[-1] is None or channel_count(input_shape) < 2:

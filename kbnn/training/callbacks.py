@@ -30,6 +30,17 @@ def _check_total_epochs(owner: str, total_epochs, allow_none: bool = False) -> i
     return check_positive_int(owner, "total_epochs", total_epochs, allow_none=allow_none)
 
 
+def _epochs_of_fit(owner: str, total_epochs: int | None, params: dict | None) -> int:
+    """`total_epochs` when given, else the `epochs` argument of the running `fit` (a callback's
+    `params`); a ValueError naming `owner` when neither is known."""
+    if total_epochs is not None:
+        return total_epochs
+    epochs = (params or {}).get("epochs")
+    if not epochs:
+        raise ValueError(f"{owner} needs `total_epochs` when `fit` does not report `epochs`.")
+    return int(epochs)
+
+
 def ede_schedule_values(epoch: int, total_epochs: int, t_min: float = 0.1,
                         t_max: float = 10.0) -> tuple[float, float]:
     """(t, k) at the start of epoch `epoch` (0-based) of `total_epochs` (IR-Net's EDE schedule,
@@ -377,14 +388,7 @@ class EDESchedule(QuantizerSchedule):
                          quantizer_class=EDEQuantizer, log_prefix="ede_")
 
     def _total_epochs(self) -> int:
-        if self.total_epochs is not None:
-            return self.total_epochs
-        epochs = (self.params or {}).get("epochs")
-        if not epochs:
-            raise ValueError(
-                "EDESchedule needs `total_epochs` when `fit` does not report `epochs`."
-            )
-        return int(epochs)
+        return _epochs_of_fit("EDESchedule", self.total_epochs, self.params)
 
     def _t_at(self, epoch: int) -> float:
         return ede_schedule_values(epoch, self._total_epochs(), self.t_min, self.t_max)[0]

@@ -11,7 +11,7 @@ import keras
 
 from kbnn.quantizers._checks import check_non_negative, check_positive_int
 from kbnn.quantizers.fda import FDASign
-from kbnn.training.callbacks import QuantizerSchedule, _check_total_epochs
+from kbnn.training.callbacks import QuantizerSchedule, _check_total_epochs, _epochs_of_fit
 
 __all__ = ["FDASchedule", "fda_schedule_values"]
 
@@ -71,13 +71,7 @@ class FDASchedule(QuantizerSchedule):
                          log_prefix="fda_")
 
     def _total_epochs(self) -> int:
-        if self.total_epochs is not None:
-            return self.total_epochs
-        epochs = (self.params or {}).get("epochs")
-        if not epochs:
-            raise ValueError("FDASchedule needs `total_epochs` when `fit` does not report "
-                             "`epochs`.")
-        return int(epochs)
+        return _epochs_of_fit("FDASchedule", self.total_epochs, self.params)
 
     def values(self, epoch: int) -> tuple[int, float]:
         """(n_terms, alpha) of `epoch`."""

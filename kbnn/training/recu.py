@@ -11,7 +11,7 @@ import keras
 
 from kbnn.quantizers._checks import check_number
 from kbnn.quantizers.recu import ReCUWeight
-from kbnn.training.callbacks import QuantizerSchedule, _check_total_epochs
+from kbnn.training.callbacks import QuantizerSchedule, _check_total_epochs, _epochs_of_fit
 
 __all__ = ["ReCUTauSchedule", "recu_tau"]
 
@@ -72,14 +72,7 @@ class ReCUTauSchedule(QuantizerSchedule):
                          log_prefix="recu_")
 
     def _total_epochs(self) -> int:
-        if self.total_epochs is not None:
-            return self.total_epochs
-        epochs = (self.params or {}).get("epochs")
-        if not epochs:
-            raise ValueError(
-                "ReCUTauSchedule needs `total_epochs` when `fit` does not report `epochs`."
-            )
-        return int(epochs)
+        return _epochs_of_fit("ReCUTauSchedule", self.total_epochs, self.params)
 
     def _tau_at(self, epoch: int) -> float:
         return recu_tau(epoch, self._total_epochs(), self.tau_min, self.tau_max)

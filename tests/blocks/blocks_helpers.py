@@ -65,8 +65,8 @@ def binary_convs(model: keras.Model) -> list:
             and _is_one_bit(layer.input_quantizer) and _is_one_bit(layer.kernel_quantizer)]
 
 
-def flatbuffer_ops(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
-    """(op name, input tensor shapes) of every op of subgraph 0, read with TensorFlow's
+def flatbuffer_graph(flatbuffer: bytes) -> tuple[list[str], object]:
+    """(the op name of every opcode index, subgraph 0 as a `SubGraphT`), read with TensorFlow's
     flatbuffer schema directly (not through kbnn.converters)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -75,7 +75,12 @@ def flatbuffer_ops(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]
     names = [c.customCode.decode() if c.customCode
              else builtin[max(c.builtinCode, c.deprecatedBuiltinCode)]
              for c in model.operatorCodes]
-    graph = model.subgraphs[0]
+    return names, model.subgraphs[0]
+
+
+def flatbuffer_ops(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """(op name, input tensor shapes) of every op of subgraph 0 (see `flatbuffer_graph`)."""
+    names, graph = flatbuffer_graph(flatbuffer)
     return [(names[op.opcodeIndex],
              [tuple(int(d) for d in graph.tensors[i].shape) if i >= 0 else () for i in op.inputs])
             for op in graph.operators]

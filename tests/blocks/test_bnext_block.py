@@ -24,6 +24,7 @@ from blocks_helpers import (
     binary_convs,
     classifier_flops,
     conv_macs,
+    flatbuffer_graph,
     flatbuffer_ops,
     random_inputs,
     two_block_model,
@@ -202,13 +203,8 @@ def _tensor_types(flatbuffer: bytes) -> list[tuple[str, list[str], list[str], tu
     subgraph 0, read with TensorFlow's flatbuffer schema."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(flatbuffer), 0))
-    names = [c.customCode.decode() if c.customCode
-             else builtin[max(c.builtinCode, c.deprecatedBuiltinCode)]
-             for c in model.operatorCodes]
-    graph = model.subgraphs[0]
+    names, graph = flatbuffer_graph(flatbuffer)
     return [(names[op.opcodeIndex],
              [types[graph.tensors[i].type] for i in op.inputs if i >= 0],
              [types[graph.tensors[i].type] for i in op.outputs],

@@ -16,6 +16,7 @@ from bnext_reference import (
     squeeze_expand,
     unit,
 )
+from reference_values import value_and_grads
 
 import kbnn
 from kbnn.constraints import WeightClip
@@ -34,14 +35,10 @@ GRAD_RTOL, GRAD_ATOL = 2e-3, 2e-4
 
 
 def _tape(fn, x, variables=(), upstream=None):
-    """fn(x) and the gradients of sum(upstream * fn(x)) w.r.t. x and `variables` (float32)."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = fn(x)
-        loss = tf.reduce_sum(y * upstream)
-    grads = tape.gradient(loss, [x, *variables])
-    return y.numpy(), [g.numpy() for g in grads]
+    """fn(x) and the gradients of sum(upstream * fn(x)) w.r.t. x and `variables` (float32), as
+    one list [dx, d variable, ...]."""
+    y, dx, grads = value_and_grads(fn, x, variables, upstream)
+    return y, [dx, *grads]
 
 
 # -------------------------------------------------------------------------- SqueezeExpand

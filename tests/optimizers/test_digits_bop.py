@@ -5,6 +5,7 @@ import time
 
 import keras
 import numpy as np
+from digits_helpers import accuracy, digits_convnet
 
 import kbnn
 from kbnn.data import load_digits_split
@@ -13,22 +14,9 @@ from kbnn.optimizers import Bop, CaseOptimizer, binary_predicate, binary_variabl
 
 def binary_convnet() -> keras.Model:
     binary = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign", "use_bias": False}
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        kbnn.layers.QuantConv2D(32, 3, padding="same", kernel_quantizer="ste_sign",
-                                use_bias=False),
-        keras.layers.BatchNormalization(),
-        kbnn.layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.BatchNormalization(),
-        kbnn.layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.BatchNormalization(),
-        keras.layers.Flatten(),
-        kbnn.layers.QuantDense(10, **binary),
-        keras.layers.BatchNormalization(),
-        keras.layers.Activation("softmax"),
-    ])
+    stem = kbnn.layers.QuantConv2D(32, 3, padding="same", kernel_quantizer="ste_sign",
+                                   use_bias=False)
+    return digits_convnet(stem, binary)
 
 
 def test_bop_and_adam_reach_90_percent_on_digits():
@@ -42,9 +30,8 @@ def test_bop_and_adam_reach_90_percent_on_digits():
     start = time.perf_counter()
     history = model.fit(split.x_train, split.y_train, batch_size=64, epochs=12, verbose=0)
     elapsed = time.perf_counter() - start
-    accuracy = float(np.mean(np.argmax(model.predict(split.x_test, verbose=0), -1)
-                             == split.y_test))
-    assert accuracy > 0.90, accuracy
+    test_accuracy = accuracy(model, split.x_test, split.y_test)
+    assert test_accuracy > 0.90, test_accuracy
     assert elapsed < 60, elapsed
     # Bop owns exactly the four binary kernels, which stay +-1; Adam owns the BN parameters.
     routing = optimizer.routing()

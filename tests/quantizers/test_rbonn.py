@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from methods2_helpers import fit_binary_dense
+from reference_values import quantizer_step, traced_training_step
 
 from kbnn import quantizers as q
 from kbnn.layers import QuantDense
@@ -110,14 +112,9 @@ def _paper(backtrack=BACKTRACK, previous=PREVIOUS_WEIGHT, **kwargs):
 
 
 def _step(quantizer, w=W, upstream=UPSTREAM, training=True):
-    w = tf.constant(w)
-    with tf.GradientTape() as tape:
-        tape.watch(w)
-        out = quantizer(w, training=training)
-        losses = list(quantizer.losses)
-        total = tf.reduce_sum(out * upstream) + tf.add_n([tf.constant(0.0)] + losses)
-    dw, dalpha, du = tape.gradient(total, [w, quantizer.alpha, quantizer.u])
-    return out.numpy(), [float(v) for v in losses], dw.numpy(), dalpha.numpy(), du
+    out, losses, dw, (dalpha, du) = quantizer_step(quantizer, w, upstream,
+                                                   [quantizer.alpha, quantizer.u], training)
+    return out, losses, dw, dalpha.numpy(), du
 
 
 def np_paper(kernel, backtrack, previous, alpha, u, upstream, lam, tau=0.6, clip=None,
@@ -373,12 +370,7 @@ def test_paper_steps_inside_a_tf_function():
     quantizer = _quantizer(form="paper")
     w_var = tf.Variable(W)
 
-    @tf.function
-    def step(upstream):
-        with tf.GradientTape() as tape:
-            out = quantizer(w_var, training=True)
-            total = tf.reduce_sum(out * upstream) + tf.add_n(quantizer.losses)
-        return tape.gradient(total, [w_var, quantizer.alpha, quantizer.u])
+    step = traced_training_step(quantizer, w_var, [quantizer.alpha, quantizer.u])
 
     zeros = np.zeros_like(W)
     first = step(tf.constant(UPSTREAM))
@@ -488,12 +480,7 @@ def test_code_previous_gradient_is_recorded_inside_a_tf_function():
     quantizer = _quantizer(form="code")
     w_var = tf.Variable(W)
 
-    @tf.function
-    def step(upstream):
-        with tf.GradientTape() as tape:
-            out = quantizer(w_var, training=True)
-            total = tf.reduce_sum(out * upstream) + tf.add_n(quantizer.losses)
-        return tape.gradient(total, [w_var, quantizer.alpha, quantizer.u])
+    step = traced_training_step(quantizer, w_var, [quantizer.alpha, quantizer.u])
 
     first = step(tf.constant(UPSTREAM))
     _, _, e_dw1, _, _ = np_code(W, ALPHA, U, np.zeros_like(W), UPSTREAM, LAM)
@@ -510,15 +497,7 @@ def test_code_previous_gradient_is_recorded_inside_a_tf_function():
 
 @pytest.mark.parametrize("form", ["paper", "code"])
 def test_rbonn_in_a_layer_under_fit(form):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((5,))
-    layer = QuantDense(10, input_quantizer="ste_sign",
-                       kernel_quantizer=RBONNWeight(form=form), use_bias=False)
-    model = keras.Model(inputs, layer(inputs))
-    model.compile(keras.optimizers.Adam(0.01), "mse")
-    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(32, 10)).astype("float32")
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    model, layer, x = fit_binary_dense(10, RBONNWeight(form=form), keras.optimizers.Adam(0.01))
     quantizer = layer.kernel_quantizer
     assert quantizer.form == form
     u = quantizer.u.numpy()

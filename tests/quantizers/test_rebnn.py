@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from methods2_helpers import fit_binary_dense
+from reference_values import quantizer_step, traced_training_step
 
 from kbnn import quantizers as q
 from kbnn.layers import QuantDense
@@ -48,14 +50,9 @@ def _quantizer(**kwargs):
 def _step(quantizer, w, upstream=UPSTREAM, training=True):
     """One forward/backward: the output, the reconstruction losses and the gradients of
     sum(upstream * output) + sum(losses) with respect to w and alpha."""
-    w = tf.constant(w)
-    with tf.GradientTape() as tape:
-        tape.watch(w)
-        out = quantizer(w, training=training)
-        losses = list(quantizer.losses)
-        total = tf.reduce_sum(out * upstream) + tf.add_n([tf.constant(0.0)] + losses)
-    dw, dalpha = tape.gradient(total, [w, quantizer.alpha])
-    return out.numpy(), [float(v) for v in losses], dw.numpy(), dalpha.numpy()
+    out, losses, dw, (dalpha,) = quantizer_step(quantizer, w, upstream, [quantizer.alpha],
+                                                training)
+    return out, losses, dw, dalpha.numpy()
 
 
 def np_rebnn_gradients(w, alpha, upstream, gamma, clip=1.0, alpha_gradient="sign"):
@@ -191,12 +188,7 @@ def test_state_updates_inside_a_tf_function():
     quantizer = _quantizer()
     w_var = tf.Variable(W)
 
-    @tf.function
-    def step(upstream):
-        with tf.GradientTape() as tape:
-            out = quantizer(w_var, training=True)
-            total = tf.reduce_sum(out * upstream) + tf.add_n(quantizer.losses)
-        return tape.gradient(total, [w_var, quantizer.alpha])
+    step = traced_training_step(quantizer, w_var, [quantizer.alpha])
 
     step(tf.constant(UPSTREAM))
     np.testing.assert_allclose(quantizer.max_grad.numpy(), [1.1, 1.0, 0.8], rtol=1e-6)
@@ -233,15 +225,7 @@ def test_constant_gamma_and_gamma_range():
 
 
 def test_rebnn_in_a_layer_under_fit_records_its_state():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((5,))
-    layer = QuantDense(4, input_quantizer="ste_sign", kernel_quantizer="rebnn_weight",
-                       use_bias=False)
-    model = keras.Model(inputs, layer(inputs))
-    model.compile(keras.optimizers.SGD(0.5), "mse")
-    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(32, 4)).astype("float32")
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    model, layer, x = fit_binary_dense(4, "rebnn_weight", keras.optimizers.SGD(0.5))
     quantizer = layer.kernel_quantizer
     assert np.all(quantizer.max_grad.numpy() > 0)
     np.testing.assert_array_equal(quantizer.previous_sign.numpy(),

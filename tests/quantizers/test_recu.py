@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference_values import approx_sign_grad_np
+from reference_values import approx_sign_grad_np, value_and_grads
 
 from kbnn import quantizers as q
 from kbnn.layers import QuantConv2D
@@ -62,16 +62,6 @@ def _quantizer(tau=0.85):
     return quantizer
 
 
-def _value_and_grads(fn, x, variables, upstream):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = fn(x)
-        total = tf.reduce_sum(y * upstream)
-    grads = tape.gradient(total, [x, *variables])
-    return y.numpy(), grads[0].numpy(), [g.numpy() for g in grads[1:]]
-
-
 # --------------------------------------------------------------------------------- ReCUWeight
 
 
@@ -112,7 +102,7 @@ def test_forward_and_binary_form():
 def test_gradients_through_clamp_and_standardisation(tau, rng):
     quantizer = _quantizer(tau)
     upstream = rng.normal(size=W.shape).astype("float32")
-    _, dw, (dalpha,) = _value_and_grads(lambda w: quantizer(w, training=True), W,
+    _, dw, (dalpha,) = value_and_grads(lambda w: quantizer(w, training=True), W,
                                         [quantizer.alpha], upstream)
     np.testing.assert_allclose(dw, np_recu_weight_grad(W, ALPHA, upstream, tau), rtol=1e-4,
                                atol=1e-5)
@@ -133,7 +123,7 @@ def test_a_tail_weight_is_clamped_at_tau_085_but_not_at_099():
     grads = {}
     for tau in (0.85, 0.99):
         quantizer = _quantizer(tau)
-        _, dw, _ = _value_and_grads(lambda w, quantizer=quantizer: quantizer(w, training=True),
+        _, dw, _ = value_and_grads(lambda w, quantizer=quantizer: quantizer(w, training=True),
                                     W, [quantizer.alpha], upstream)
         grads[tau] = dw
         np.testing.assert_allclose(dw, np_recu_weight_grad(W, ALPHA, upstream, tau), rtol=1e-4,
@@ -146,9 +136,9 @@ def test_a_tail_weight_is_clamped_at_tau_085_but_not_at_099():
 def test_tau_variable_changes_the_gradient_not_the_forward():
     quantizer = _quantizer(0.99)
     upstream = np.ones(W.shape, np.float32)
-    y99, dw99, _ = _value_and_grads(lambda w: quantizer(w), W, [quantizer.alpha], upstream)
+    y99, dw99, _ = value_and_grads(lambda w: quantizer(w), W, [quantizer.alpha], upstream)
     quantizer.tau.assign(0.85)
-    y85, dw85, _ = _value_and_grads(lambda w: quantizer(w), W, [quantizer.alpha], upstream)
+    y85, dw85, _ = value_and_grads(lambda w: quantizer(w), W, [quantizer.alpha], upstream)
     np.testing.assert_array_equal(y99, y85)
     assert not np.allclose(dw99, dw85)
     np.testing.assert_allclose(dw85, np_recu_weight_grad(W, ALPHA, upstream, 0.85), rtol=1e-4,
@@ -199,11 +189,11 @@ def test_recu_sign_forward_and_gradients(rng):
     x = rng.normal(0.3, 2.0, size=(2, 3, 3, 2)).astype("float32")
     upstream = rng.normal(size=x.shape).astype("float32")
     quantizer = ReCUSign()
-    y, dx, _ = _value_and_grads(lambda v: quantizer(v, training=True), x, [], upstream)
+    y, dx, _ = value_and_grads(lambda v: quantizer(v, training=True), x, [], upstream)
     np.testing.assert_array_equal(y, np_sign(x))
     np.testing.assert_allclose(dx, np_recu_sign_grad(x, upstream), rtol=1e-4, atol=1e-6)
     # inference: the sign reads x itself, gradient F'(x)
-    y, dx, _ = _value_and_grads(lambda v: quantizer(v, training=False), x, [], upstream)
+    y, dx, _ = value_and_grads(lambda v: quantizer(v, training=False), x, [], upstream)
     np.testing.assert_array_equal(y, np_sign(x))
     np.testing.assert_allclose(dx, upstream * approx_sign_grad_np(x), rtol=1e-6)
     assert quantizer.binary_form(x).threshold == 0.0

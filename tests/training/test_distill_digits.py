@@ -7,6 +7,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from digits_helpers import accuracy, digits_convnet
 
 import kbnn
 from kbnn.data import load_digits_split
@@ -26,24 +27,8 @@ def float_teacher() -> keras.Model:
 
 def binary_student() -> keras.Model:
     binary = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign", "use_bias": False}
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(32, 3, padding="same", use_bias=False),  # float stem
-        keras.layers.BatchNormalization(),
-        kbnn.layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.BatchNormalization(),
-        kbnn.layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.BatchNormalization(),
-        keras.layers.Flatten(),
-        kbnn.layers.QuantDense(10, **binary),
-        keras.layers.BatchNormalization(),  # logits
-    ], name="student")
-
-
-def accuracy(model, x, y) -> float:
-    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    float_stem = keras.layers.Conv2D(32, 3, padding="same", use_bias=False)
+    return digits_convnet(float_stem, binary, softmax=False, name="student")  # logits
 
 
 @pytest.fixture(scope="module")

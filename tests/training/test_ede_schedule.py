@@ -6,22 +6,15 @@ import keras
 import numpy as np
 import pytest
 from reference_values import EDE_GRAD_END, EDE_GRAD_MIDDLE, EDE_GRAD_START, X, value_and_grad
+from training_helpers import nested_ede_model
 
-from kbnn.layers import QuantConv2D, QuantDense
-from kbnn.quantizers import AdaBinWeight, EDESign, LibraSign
+from kbnn.quantizers import AdaBinWeight
 from kbnn.training import EDESchedule, ede_schedule_values
 
 
 def ede_model() -> keras.Model:
     """Dense EDESign/LibraSign layer inside a nested model, then an AdaBin conv."""
-    inner_in = keras.Input((4,))
-    inner = keras.Model(inner_in, QuantDense(18, input_quantizer=EDESign(),
-                                             kernel_quantizer=LibraSign())(inner_in),
-                        name="inner")
-    inputs = keras.Input((4,))
-    x = keras.layers.Reshape((3, 3, 2))(inner(inputs))
-    x = QuantConv2D(2, 3, input_quantizer="ste_sign", kernel_quantizer=AdaBinWeight())(x)
-    return keras.Model(inputs, keras.layers.Flatten()(x))
+    return nested_ede_model(input_quantizer="ste_sign", kernel_quantizer=AdaBinWeight())
 
 
 def all_ede_quantizers(model):

@@ -12,14 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
-
-import kbnn
+from training_helpers import student
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign", "use_bias": False}
 
 
 def _env() -> dict:
@@ -82,21 +79,8 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _student() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, use_bias=False),
-        kbnn.layers.QuantConv2D(16, 3, **BINARY),
-        keras.layers.Flatten(),
-        kbnn.layers.QuantDense(16, **BINARY),
-        keras.layers.Dense(10),
-        keras.layers.Activation("softmax"),
-    ], name="student")
-
-
 def test_two_workers_on_localhost_finish_and_agree(tmp_path):
-    _student().save(tmp_path / "student.keras")
+    student().save(tmp_path / "student.keras")
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []

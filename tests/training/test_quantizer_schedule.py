@@ -5,10 +5,11 @@ schedules are simple closed forms), never read back from the callback."""
 import keras
 import numpy as np
 import pytest
+from training_helpers import nested_ede_model
 
 from kbnn.blocks import BiRealBlock
 from kbnn.layers import QuantConv2D, QuantDense
-from kbnn.quantizers import EDEQuantizer, EDESign, LibraSign, Quantizer, SteSign
+from kbnn.quantizers import EDEQuantizer, EDESign, Quantizer, SteSign
 from kbnn.training import EDESchedule, QuantizerSchedule
 
 
@@ -32,15 +33,8 @@ def halving(epoch):
 
 def ede_model() -> keras.Model:
     """A nested model with EDESign inputs and LibraSign kernels, then a QuantConv2D."""
-    inner_in = keras.Input((4,))
-    inner = keras.Model(inner_in, QuantDense(18, input_quantizer=EDESign(),
-                                             kernel_quantizer=LibraSign())(inner_in),
-                        name="inner")
-    inputs = keras.Input((4,))
-    x = keras.layers.Reshape((3, 3, 2))(inner(inputs))
-    x = QuantConv2D(2, 3, input_quantizer="ede_sign", kernel_quantizer="ste_sign",
-                    name="conv")(x)
-    return keras.Model(inputs, keras.layers.Flatten()(x))
+    return nested_ede_model(input_quantizer="ede_sign", kernel_quantizer="ste_sign",
+                            name="conv")
 
 
 def quantizers_of(model):

@@ -24,26 +24,10 @@ tf.config.set_logical_device_configuration(CPUS[0], [tf.config.LogicalDeviceConf
 
 import keras
 import numpy as np
+from training_helpers import student  # this folder: the script's own, first on sys.path
 
 import kbnn
 from kbnn_apps.train import TrainConfig, run_training
-
-BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign", "use_bias": False}
-
-
-def student() -> keras.Model:
-    """A small binary net on 8x8x1 (two binary kernels, float stem and head). No batch norm:
-    each replica would normalise with the statistics of its own half of the batch."""
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, use_bias=False),
-        kbnn.layers.QuantConv2D(16, 3, **BINARY),
-        keras.layers.Flatten(),
-        kbnn.layers.QuantDense(16, **BINARY),
-        keras.layers.Dense(10),
-        keras.layers.Activation("softmax"),
-    ], name="student")
 
 
 def teacher() -> keras.Model:

@@ -201,6 +201,16 @@ class OfficialBinaryConv(nn.Module):
         return conv2d(x, torch.sign(w), self.stride, self.padding) * scale
 
 
+def run_features(feature: nn.ModuleList, x):
+    """The `feature` list of the official ReActNet-A and BNext modules on `x`: the stem's conv1
+    -> bn1, then every block."""
+    first = feature[0]
+    x = first.bn1(first.conv1(x))
+    for block in feature[1:]:
+        x = block(x)
+    return x
+
+
 class ReActNetA(nn.Module):
     """The official `reactnet` module (feature.0 = firstconv3x3, feature.1..13, fc) at any
     width; stride 2 where the width changes except into block 1 (the official `!= 64`)."""
@@ -217,11 +227,7 @@ class ReActNetA(nn.Module):
         self.fc = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
-        first = self.feature[0]
-        x = first.bn1(first.conv1(x))
-        for block in self.feature[1:]:
-            x = block(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(run_features(self.feature, x).mean(dim=(2, 3)))
 
 
 def reactnet_a() -> None:
@@ -257,7 +263,13 @@ class RRBlock(nn.Module):
         return self.move2(self.prelu(self.move1(out)))
 
 
-class ReActNetResNet18(nn.Module):
+class ResNet18(nn.Module):
+    """The ResNet-18 skeleton of the official ReActNet and Bi-Real Net code, same module names:
+    stem conv1 -> bn1 -> maxpool, four stages of four `block`s (the first of a stage strided,
+    with an AvgPool -> 1x1 conv -> BN downsample where the shape changes), average pool, fc."""
+
+    block: type[nn.Module]
+
     def __init__(self, widths, classes):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
@@ -273,7 +285,7 @@ class ReActNetResNet18(nn.Module):
                     downsample = nn.Sequential(nn.AvgPool2d(2, stride),
                                                nn.Conv2d(inplanes, planes, 1, bias=False),
                                                nn.BatchNorm2d(planes))
-                blocks.append(RRBlock(inplanes, planes, stride if b == 0 else 1, downsample))
+                blocks.append(self.block(inplanes, planes, stride if b == 0 else 1, downsample))
                 inplanes = planes
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.fc = nn.Linear(widths[-1], classes)
@@ -283,6 +295,10 @@ class ReActNetResNet18(nn.Module):
         for stage in range(1, 5):
             x = getattr(self, f"layer{stage}")(x)
         return self.fc(x.mean(dim=(2, 3)))
+
+
+class ReActNetResNet18(ResNet18):
+    block = RRBlock
 
 
 def randomize(net):
@@ -323,13 +339,18 @@ def save_release(net, name, x, legacy):
              logits=y.numpy())
 
 
+def save_resnet18_release(net_class, seed: int, name: str) -> None:
+    """A `ResNet18` of `net_class` at 1/32 of the published width, 10 classes, from torch seed
+    `seed`, randomized and saved as a release (zip format) with the logits of 4 inputs."""
+    torch.manual_seed(seed)
+    net = net_class([c // 32 for c in (64, 128, 256, 512)], classes=10)
+    randomize(net)
+    save_release(net, name, torch.randn(4, 3, 32, 32).half().float(), legacy=False)
+
+
 def reactnet_resnet18() -> None:
     """ReActNet on Bi-Real-18 at 1/32 of the published width, 10 classes, zip format."""
-    torch.manual_seed(2)
-    net = ReActNetResNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
-    randomize(net)
-    save_release(net, "reactnet_resnet18_w1_32", torch.randn(4, 3, 32, 32).half().float(),
-                 legacy=False)
+    save_resnet18_release(ReActNetResNet18, 2, "reactnet_resnet18_w1_32")
 
 
 # BNext (arXiv 2211.12933), written from the paper's structure with the module names of the
@@ -440,11 +461,7 @@ class BNext(nn.Module):
         self.fc = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
-        first = self.feature[0]
-        x = first.bn1(first.conv1(x))
-        for block in self.feature[1:]:
-            x = block(x)
-        return self.fc(self.prelu(x).mean(dim=(2, 3)))
+        return self.fc(self.prelu(run_features(self.feature, x)).mean(dim=(2, 3)))
 
 
 def bnext_tiny() -> None:
@@ -484,41 +501,13 @@ class BiRealBlock(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
-class BiRealNet18(nn.Module):
-    def __init__(self, widths, classes):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        inplanes = widths[0]
-        for stage, planes in enumerate(widths, start=1):
-            stride = 1 if stage == 1 else 2
-            blocks = []
-            for b in range(4):
-                downsample = None
-                if b == 0 and (stride != 1 or inplanes != planes):
-                    downsample = nn.Sequential(nn.AvgPool2d(2, stride),
-                                               nn.Conv2d(inplanes, planes, 1, bias=False),
-                                               nn.BatchNorm2d(planes))
-                blocks.append(BiRealBlock(inplanes, planes, stride if b == 0 else 1, downsample))
-                inplanes = planes
-            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(widths[-1], classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.bn1(self.conv1(x)))
-        for stage in range(1, 5):
-            x = getattr(self, f"layer{stage}")(x)
-        return self.fc(x.mean(dim=(2, 3)))
+class BiRealNet18(ResNet18):
+    block = BiRealBlock
 
 
 def bireal_net18() -> None:
     """Bi-Real Net-18 at 1/32 of the published width, 10 classes, zip format."""
-    torch.manual_seed(3)
-    net = BiRealNet18([c // 32 for c in (64, 128, 256, 512)], classes=10)
-    randomize(net)
-    save_release(net, "bireal_net18_w1_32", torch.randn(4, 3, 32, 32).half().float(),
-                 legacy=False)
+    save_resnet18_release(BiRealNet18, 3, "bireal_net18_w1_32")
 
 
 # AdaBin (arXiv 2208.08084) ResNet-18, written from the paper's structure with the module and

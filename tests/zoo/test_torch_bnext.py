@@ -4,32 +4,19 @@ the published width (annealed: every temperature below 1e-7; DataParallel keys, 
 releases), whose logits a PyTorch reference computed (tests/zoo/make_torch_fixtures.py), must
 come out of the Keras model, and out of its strict LCE conversion."""
 
-import gzip
-import pathlib
-
 import numpy as np
 import pytest
+from torch_fixture_helpers import assert_converts_and_verifies, torch_fixtures
 
 from kbnn import zoo
 from kbnn.zoo import torch_checkpoint as tc
 from kbnn.zoo import weights as zw
 from kbnn.zoo.bnext_torch import bnext_mapping
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+NAME = "bnext_tiny_w1_32"
 WIDTH = 1 / 32
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bnext") / "bnext_tiny_w1_32.pth.tar"
-    path.write_bytes(gzip.decompress((FIXTURES / "bnext_tiny_w1_32.pth.tar.gz").read_bytes()))
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with np.load(FIXTURES / "bnext_tiny_w1_32.npz") as data:
-        return data["input_nhwc"].astype(np.float32), data["logits"]
+checkpoint, reference = torch_fixtures(NAME)
 
 
 def build(**kwargs):
@@ -67,13 +54,7 @@ def test_every_tau_comes_from_the_checkpoint(loaded):
 
 
 def test_converts_strictly_and_verifies(loaded, reference):
-    from kbnn.converters import convert, verify
-
-    images, _ = reference
-    flatbuffer = convert(loaded, strict=True)
-    report = verify(loaded, flatbuffer, images, atol=1e-3, rtol=1e-4)
-    assert report.within_tolerance == 1.0, report
-    assert report.top1_agreement == 1.0
+    assert_converts_and_verifies(loaded, reference[0], strict=True)
 
 
 def test_weights_argument_and_registry_use_the_mapping(checkpoint, reference):

@@ -5,32 +5,18 @@ computed, must come out of the Keras model. The reference computes with the offi
 (PyTorch's padding=1 on both sides of every stride-2 3x3 conv), which the builder reproduces;
 TensorFlow's SAME padding would shift those windows by one pixel."""
 
-import gzip
-import pathlib
-
 import numpy as np
 import pytest
+from torch_fixture_helpers import assert_converts_and_verifies, assert_logits_match, torch_fixtures
 
 from kbnn import zoo
-from kbnn.converters import convert, verify
 from kbnn.zoo import torch_checkpoint as tc
 from kbnn.zoo import weights as zw
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+NAME = "reactnet_a_w1_32"
 WIDTH = 1 / 32
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("reactnet") / "reactnet_a_w1_32.pth.tar"
-    path.write_bytes(gzip.decompress((FIXTURES / "reactnet_a_w1_32.pth.tar.gz").read_bytes()))
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with np.load(FIXTURES / "reactnet_a_w1_32.npz") as data:
-        return data["input_nhwc"].astype(np.float32), data["logits"]
+checkpoint, reference = torch_fixtures(NAME)
 
 
 def build(**kwargs):
@@ -51,10 +37,7 @@ def test_logits_match_torch(checkpoint, reference):
     report = tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_a_mapping)
     assert not report.unfilled and not report.unused
     images, logits = reference
-    np.testing.assert_allclose(model.predict(images, verbose=0), logits, rtol=1e-4, atol=1e-4)
-    relative = np.abs(model.predict(images, verbose=0) - logits).max() / np.abs(logits).max()
-    assert relative < 1e-4, relative
-    np.testing.assert_array_equal(model.predict(images, verbose=0).argmax(-1), logits.argmax(-1))
+    assert_logits_match(model.predict(images, verbose=0), logits)
 
 
 def test_imported_model_converts_and_matches(checkpoint, reference):
@@ -63,9 +46,7 @@ def test_imported_model_converts_and_matches(checkpoint, reference):
     # strict=False: at 1/32 width the channel-doubling blocks' second 1x1 conv (1-16 input
     # channels, sharing its sign with the first) is left as float ops by LCE's converter (a
     # known width limitation, not the padding); the numbers must still match.
-    flatbuffer = convert(model, strict=False)
-    report = verify(model, flatbuffer, images, atol=1e-3, rtol=1e-4)
-    assert report.within_tolerance == 1.0 and report.top1_agreement == 1.0, report
+    assert_converts_and_verifies(model, images, strict=False)
 
 
 def test_builder_weights_argument_uses_the_registered_mapping(checkpoint, reference):

@@ -5,43 +5,27 @@ whose logits torch computed with the official padding (Conv2d(7, 2, padding=3),
 MaxPool2d(3, 2, padding=1), padding=1 on the stride-2 binary convs), which the builder
 reproduces."""
 
-import gzip
-import pathlib
-
-import numpy as np
-import pytest
+from torch_fixture_helpers import (
+    assert_every_tensor_is_used,
+    assert_matches_torch_and_converts,
+    torch_fixtures,
+)
 
 from kbnn import zoo
-from kbnn.converters import convert, verify
 from kbnn.zoo import torch_checkpoint as tc
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 NAME = "reactnet_resnet18_w1_32"
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("reactnet18") / f"{NAME}.pth.tar"
-    path.write_bytes(gzip.decompress((FIXTURES / f"{NAME}.pth.tar.gz").read_bytes()))
-    return path
+checkpoint, reference = torch_fixtures(NAME)
 
 
-def test_logits_match_torch(checkpoint):
-    with np.load(FIXTURES / f"{NAME}.npz") as data:
-        images, logits = data["input_nhwc"].astype(np.float32), data["logits"]
+def test_logits_match_torch(checkpoint, reference):
     model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32,
                                  classifier_activation=None, weights=str(checkpoint))
-    outputs = model.predict(images, verbose=0)
-    np.testing.assert_allclose(outputs, logits, rtol=1e-4, atol=1e-4)
-    assert np.abs(outputs - logits).max() / np.abs(logits).max() < 1e-4
-    np.testing.assert_array_equal(outputs.argmax(-1), logits.argmax(-1))
-
-    report = verify(model, convert(model, strict=True), images, atol=1e-3, rtol=1e-4)
-    assert report.within_tolerance == 1.0 and report.top1_agreement == 1.0, report
+    assert_matches_torch_and_converts(model, reference, strict=True)
 
 
 def test_every_tensor_and_variable_is_used(checkpoint):
     model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32)
-    report = tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_resnet18_mapping)
-    assert not report.unused and not report.unfilled and not report.missing
-    assert "layer2.0.downsample.1.weight" in report.loaded
+    assert_every_tensor_is_used(
+        tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_resnet18_mapping))
