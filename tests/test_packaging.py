@@ -28,6 +28,8 @@ def test_wheel_contains_all_packages_and_imports(tmp_path):
 
     for model in DIGITS_MODELS.values():
         assert f"kbnn/zoo/weights/{model.file_name}" in names
+    # the larq-zoo weights registry is a data file
+    assert "kbnn/zoo/weights/larq_zoo.json" in names
     # The applications left the library package.
     assert not {f"kbnn/{module}.py" for module in ("cli", "demo", "bench")} & names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import urllib.parse
@@ -374,56 +375,17 @@ def _larq(architecture, folder, file, sha256, top1, path, notop_folder=None, not
             sha256=notop_sha256, include_top=False, **common))
 
 
-# larq-zoo 2.x (sota/quicknet.py at larq/zoo commit 0ff5984; literature/* at d44ab94, b320eeb,
-# b3577cc and 40f4cdc). URL: https://github.com/larq/zoo/releases/download/<model>-<version>/<file>.
-_larq("QuickNet", "quicknet-v1.0", "quicknet_weights",
-      "8aba9e4e5f8d342faef04a0b2ae8e562da57dbb7d15162e8b3e091c951ba756c", 63.3,
-      "sota/quicknet.py", notop_sha256="204414e438373f14f6056a1c098249f505a87dd238e18d3a47a9bd8b66227881")
-_larq("QuickNetSmall", "quicknet-v1.0", "quicknet_small_weights",
-      "1ac3b07df7f5a911dd0b49febb2486428ddf1ca130297c403815dfae5a1c71a2", 59.4,
-      "sota/quicknet.py", notop_sha256="be8ba657155846be355c5580d1ea56eaf8282616de065ffc39257202f9f164ea")
-_larq("QuickNetLarge", "quicknet-v1.0", "quicknet_large_weights",
-      "c5158e8a59147b31370becd937825f4db8a5cdf308314874f678f596629be45c", 66.9,
-      "sota/quicknet.py", notop_sha256="adcf154a2a8007e81bd6af77c035ffbf54cd6413b89a0ba294e23e76a82a1b78")
-_larq("BiRealNet", "birealnet-v0.3.0", "birealnet_weights",
-      "6e6efac1584fcd60dd024198c87f42eb53b5ec719a5ca1f527e1fe7e8b997117", 57.47,
-      "literature/birealnet.py", notop_sha256="5148b61c0c2a1094bdef811f68bf4957d5ba5f83ad26437b7a4a6855441ab46b")
-_larq("BinaryResNetE18", "resnet_e-v0.1.0", "resnet_e_18_weights",
-      "bde4a64d42c164a7b10a28debbe1ad5b287c499bc0247ecb00449e6e89f3bf5b", 58.32,
-      "literature/resnet_e.py", notop_sha256="14cb037e47d223827a8d09db88ec73d60e4153a4464dca847e5ae1a155e7f525")
-_larq("BinaryDenseNet28", "binary_densenet-v0.1.0", "binary_densenet_28_weights",
-      "21fe3ca03eed244df9c41a2219876fcf03e73800932ec96a3e2a76af4747ac53", 60.91,
-      "literature/densenet.py", notop_sha256="a376df1e41772c4427edd1856072b934a89bf293bf911438bf6f751a9b2a28f5")
-_larq("BinaryDenseNet37", "binary_densenet-v0.1.0", "binary_densenet_37_weights",
-      "8056a5d52c3ed86a934893987d09a06f59a5166aa9bddcaedb050f111d0a7d76", 62.89,
-      "literature/densenet.py", notop_sha256="4e12bca9fd27580a5b833241c4eb35d6cc332878c406048e6ca8dbbc78d59175")
-_larq("BinaryDenseNet37Dilated", "binary_densenet-v0.1.0", "binary_densenet_37_dilated_weights",
-      "15c1bcd79b8dc22971382fbf79acf364a3f51049d0e584a11533e6fdbb7363d3", 64.34,
-      "literature/densenet.py", notop_folder="binary_densenet-v0.1.1",
-      notop_sha256="8b31fbfdc8de08a46c6adcda1ced48ace0a2ff0ce45a05c72b2acc27901dd88b")
-_larq("BinaryDenseNet45", "binary_densenet-v0.1.0", "binary_densenet_45_weights",
-      "d00a0d26fbd2dba1bfba8c0306c770f3aeea5c370e99f963bb239bd916f72c37", 64.59,
-      "literature/densenet.py", notop_sha256="e72d5cc6b0afe4612f8be7b1f9bb48a53ba2c8468b57bf1266d2900c99fd2adf")
-_larq("MeliusNet22", "meliusnet22-v0.1.0", "meliusnet22_weights",
-      "c1ba85e8389ae326009665ec13331e49fc3df4d0f925fa8553e224f7362c18ed", 62.4,
-      "literature/meliusnet.py", notop_folder="meliusnet22-v0.1.1",
-      notop_sha256="abfc5c50049d72a14e44df0c1cb73896ece2a1ab4bf9bb48fede6cc2f5e0b58f")
-_larq("RealToBinaryNet", "r2b-v0.1.0", "r2b_weights",
-      "e8fd16ca1ab9810ac3835f24f5c62758a57bc32a615f73aaa50d382d2b9617e1", 65.01,
-      "literature/real_to_bin_nets.py",
-      notop_sha256="4ec47abf1a4da5c65f4908076257e8d5c812673891089a88c9d9e84e949d1dab")
-_larq("XNORNet", "xnornet-v0.2.0", "xnornet_weights",
-      "e6ba24f785655260ae76a2ef1fab520e3528243d9c8fac430299cd81dbeabe10", 44.96,
-      "literature/xnornet.py", notop_folder="xnornet-v0.2.1",
-      notop_sha256="20a17423090b2c80c6b7a6b62346faa4b2b7dc8d4da99efa792c9351cf86c3d5")
-_larq("BinaryAlexNet", "binary_alexnet-v0.2.0", "binary_alexnet_weights",
-      "0f8d3f6c1073ef993e2e99a38f8e661e5efe385085b2a84b43a7f2af8500a3d3", 36.30,
-      "literature/binary_alex_net.py", notop_folder="binary_alexnet-v0.2.1",
-      notop_sha256="1d41b33ff39cd28d13679392641bf7711174a96d182417f91df45d0548f5bb47")
-_larq("DoReFaNet", "dorefanet-v0.1.0", "dorefanet_weights",
-      "645d7839d574faa3eeeca28f3115773d75da3ab67ff6876b4de12d10245ecf6a", 53.39,
-      "literature/dorefanet.py", notop_folder="dorefanet-v0.1.1",
-      notop_sha256="8650e8a86d8d3968722cf5f20bcebe74d6d7bb45bbf03c4bb8c6486343f37e31")
+# larq-zoo 2.x's published files (folder, file name, sha256, top-1, source module): a data file
+# shipped with the package, zoo/weights/larq_zoo.json.
+def _register_larq_zoo() -> None:
+    with open(os.path.join(os.path.dirname(__file__), "weights", "larq_zoo.json")) as f:
+        for row in json.load(f)["models"]:
+            _larq(row["architecture"], row["folder"], row["file"], row["sha256"], row["top1"],
+                  row["source_path"], notop_folder=row.get("notop_folder"),
+                  notop_sha256=row.get("notop_sha256"))
+
+
+_register_larq_zoo()
 
 # Official PyTorch checkpoints behind share pages (no direct URL, no published hash).
 _REACTNET_NOTES = ("PyTorch checkpoint of the official training script (train.py): a dict with "
