@@ -27,6 +27,7 @@ from kbnn.export_mode import export_scope
 
 from .bn_fold import FoldResult, fold_batch_norms, identity_call
 from .errors import ConversionError
+from .graph_duplicates import merged_binary_ops
 from .inspection import LCE_OPS, ModelReport, inspect
 from .layers import LayerPlan, plan_model
 
@@ -196,6 +197,7 @@ class _FrozenGraph:
     input_shapes: list
     output_names: list
     quantize: bool
+    merged_binary_ops: int = 0
 
 
 _FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel",
@@ -235,7 +237,7 @@ def _trace(model, overrides: dict, in_graphs: list) -> _FrozenGraph:
         graph_def=b"", input_names=[compat.tensor_name(t) for t in inputs],
         input_dtypes=[t.dtype for t in inputs], input_shapes=[t.shape.as_list() for t in inputs],
         output_names=[compat.tensor_name(t) for t in outputs],
-        quantize=_has_fake_quant(graph_def))
+        quantize=_has_fake_quant(graph_def), merged_binary_ops=merged_binary_ops(graph_def))
     del function, inputs, outputs
     frozen.graph_def = graph_def.SerializeToString()
     return frozen
@@ -259,15 +261,20 @@ def _lce_convert(frozen: _FrozenGraph, *, target: str, input_type, output_type) 
         ) from err
 
 
-def _check_binary_ops(plans: list[LayerPlan], report: ModelReport, strict: bool) -> list[str]:
-    """Compare the LceBconv2d count with the plans; return warning lines (or raise)."""
+def _check_binary_ops(plans: list[LayerPlan], report: ModelReport, strict: bool,
+                      merged: int = 0) -> list[str]:
+    """Compare the LceBconv2d count with the plans; return warning lines (or raise).
+
+    `merged` binary ops of the export graph computed exactly what another one computes (same
+    input, same ±1 kernel, same attributes), and the TFLite converter kept one LceBconv2d for
+    each such group: they are not missing."""
     notes = []
     refused = [p for p in plans if p.binary and not p.lowerable]
     for plan in refused:
         if strict:
             raise plan.error()
         notes.append(f"{plan.name}: kept as float ops: {plan.reason}. Fix: {plan.fix}")
-    expected = sum(p.expected_bconvs for p in plans if p.lowerable)
+    expected = sum(p.expected_bconvs for p in plans if p.lowerable) - merged
     if report.n_binary_convs < expected:
         lowerable = [p for p in plans if p.lowerable]
         missing = [p for p in lowerable
@@ -275,7 +282,9 @@ def _check_binary_ops(plans: list[LayerPlan], report: ModelReport, strict: bool)
         names = ", ".join(p.name for p in missing)
         err = ConversionError(
             f"the flatbuffer has {report.n_binary_convs} LceBconv2d ops where the binary layers "
-            f"should give {expected}; LCE left these as float ops: {names}",
+            f"should give {expected}"
+            + (f" ({merged} identical binary op(s) merged)" if merged else "")
+            + f"; LCE left these as float ops: {names}",
             layer=missing[0].name if len(missing) == 1 else None,
             fix="see the LCE converter log (grouped convs need a multiple of 32 channels per "
                 "group; the sign must feed the conv directly)",
@@ -378,9 +387,10 @@ def convert(
         plan.export_call = plan.fold_affine = None
     flatbuffer = _lce_convert(frozen, target=target, input_type=input_type,
                               output_type=output_type)
+    merged = frozen.merged_binary_ops
     del frozen
     report = inspect(flatbuffer)
-    notes = folded.warnings + _check_binary_ops(plans, report, strict)
+    notes = folded.warnings + _check_binary_ops(plans, report, strict, merged)
     notes += _check_custom_ops(report, strict)
     if int8 and report.float_compute_ops:
         notes.append(

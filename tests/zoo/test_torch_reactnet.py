@@ -5,11 +5,15 @@ computed, must come out of the Keras model. The reference computes with the offi
 (PyTorch's padding=1 on both sides of every stride-2 3x3 conv), which the builder reproduces;
 TensorFlow's SAME padding would shift those windows by one pixel."""
 
+import collections
+
 import numpy as np
 import pytest
+from blocks_helpers import flatbuffer_ops
 from torch_fixture_helpers import assert_converts_and_verifies, assert_logits_match, torch_fixtures
 
 from kbnn import zoo
+from kbnn.converters import convert
 from kbnn.zoo import torch_checkpoint as tc
 from kbnn.zoo import weights as zw
 
@@ -43,10 +47,17 @@ def test_logits_match_torch(checkpoint, reference):
 def test_imported_model_converts_and_matches(checkpoint, reference):
     model = build(classifier_activation=None, weights=str(checkpoint))
     images = reference[0]
-    # strict=False: at 1/32 width the channel-doubling blocks' second 1x1 conv (1-16 input
-    # channels, sharing its sign with the first) is left as float ops by LCE's converter (a
-    # known width limitation, not the padding); the numbers must still match.
-    assert_converts_and_verifies(model, images, strict=False)
+    # At 1/32 width block 1's two channel-doubling 1x1 convs are 1 -> 1 channel, read the same
+    # sign and this checkpoint's kernels binarize to the same sign: TFLite's converter merges
+    # the two identical LceBconv2d ops into one (common subexpressions). The converter's count
+    # check knows such merges, so strict conversion passes with 30 LceBconv2d for 31 binary
+    # convs, and nothing but the stem is a float conv.
+    first, second = model.get_layer("block1").convs1x1
+    assert tuple(first.kernel.shape) == (1, 1, 1, 1)
+    assert np.array_equal(np.sign(first.kernel), np.sign(second.kernel))
+    assert_converts_and_verifies(model, images, strict=True)
+    ops = collections.Counter(name for name, _ in flatbuffer_ops(convert(model, strict=True)))
+    assert ops["LceBconv2d"] == 30 and ops["CONV_2D"] == 1
 
 
 def test_builder_weights_argument_uses_the_registered_mapping(checkpoint, reference):
