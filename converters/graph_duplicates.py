@@ -31,14 +31,19 @@ def _input_name(name: str) -> str:
     return name.split(":")[0].lstrip("^")
 
 
-def _is_binary_candidate(node, nodes: dict) -> bool:
+def _binary_kernel_digest(node, nodes: dict) -> bytes | None:
+    """A digest of the node's constant kernel if it is a binary candidate (a conv or matmul
+    whose filter is a constant of ±1), else None."""
     if node.op not in BINARY_CANDIDATE_OPS or len(node.input) < 2:
-        return False
+        return None
     source = nodes.get(_input_name(node.input[1]))
     while source is not None and source.op == "Identity" and source.input:
         source = nodes.get(_input_name(source.input[0]))
     value = _const_value(source) if source is not None else None
-    return value is not None and value.size > 0 and bool(np.all(np.abs(value) == 1.0))
+    if value is None or value.size == 0 or not np.all(np.abs(value) == 1.0):
+        return None
+    return hashlib.blake2b(np.ascontiguousarray(value).tobytes() + str(value.shape).encode(),
+                           digest_size=16).digest()
 
 
 def _value_numbers(targets: list[str], nodes: dict) -> dict[str, bytes]:
@@ -79,8 +84,14 @@ def merged_binary_ops(graph_def) -> int:
     """How many binary-candidate ops (a conv or matmul with a constant ±1 kernel) compute
     exactly what another one computes, so that the TFLite converter keeps one of them."""
     nodes = {node.name: node for node in graph_def.node}
-    candidates = [node.name for node in graph_def.node if _is_binary_candidate(node, nodes)]
-    if len(candidates) < 2:
+    by_kernel: dict[bytes, list[str]] = {}
+    for node in graph_def.node:
+        digest = _binary_kernel_digest(node, nodes)
+        if digest is not None:
+            by_kernel.setdefault(digest, []).append(node.name)
+    # Only ops with the same kernel can be identical: number the graph above those alone.
+    candidates = [name for names in by_kernel.values() if len(names) > 1 for name in names]
+    if not candidates:
         return 0
     numbers = _value_numbers(candidates, nodes)
     distinct = {numbers[name] for name in candidates}
