@@ -42,6 +42,10 @@ DIGITS_MODELS: dict[str, DigitsModel] = {
         DigitsModel(_options(0.125, pad_values=1.0), top1=91.11,
                     architecture="ReActNetResNet18"),
         DigitsModel(_options(0.125, pad_values=1.0), top1=84.72, architecture="BiRealNet18"),
+        # width 1/16: stem 2, blocks 4 ... 64 channels (~125k parameters); the weights are in
+        # the binary regime (tau < 1e-7), so the model converts
+        DigitsModel(_options(0.0625, pad_values=1.0), top1=84.17,
+                    architecture="BNextTiny"),
     )
 }
 

@@ -30,7 +30,7 @@ def test_entry_is_registered_and_shipped(architecture):
     entry = zw.get_weights_entry(architecture, "digits")
     assert entry.top1 == DIGITS_MODELS[architecture].top1 > 80
     path, _ = zw.resolve_weights("digits", architecture=architecture)
-    assert os.path.isfile(path) and os.path.getsize(path) < 1 << 20
+    assert os.path.isfile(path) and os.path.getsize(path) < 1_000_000  # < 1 MB
 
 
 @pytest.mark.parametrize("architecture", list(DIGITS_MODELS))
@@ -42,6 +42,14 @@ def test_weights_reach_the_registered_accuracy_in_keras_and_lce(architecture, da
     outputs = run_flatbuffer(convert(model, strict=True), data.x_test)
     lce_accuracy = 100 * np.mean(np.asarray(outputs).argmax(-1) == data.y_test)
     assert abs(lce_accuracy - top1) <= TOLERANCE, (lce_accuracy, top1)
+
+
+def test_bnext_digits_weights_are_binary():
+    # BNext's weights are binary, and convert, only once their temperature tau < 1e-7
+    # (examples/train_zoo_digits.py anneals it within the training); the file keeps tau.
+    model = zoo.get("BNextTiny", weights="digits")
+    taus = [float(w.numpy()) for w in model.weights if w.path.endswith("/tau")]
+    assert len(taus) == 31 and max(taus) < 1e-7, taus
 
 
 def test_other_options_name_the_needed_ones():
