@@ -47,6 +47,8 @@ TOP1 = {
     "QuickNet": ("63.3", "larq-zoo v1.0 weights (docs.larq.dev/zoo)"),
     "QuickNetLarge": ("66.9", "larq-zoo v1.0 weights (docs.larq.dev/zoo)"),
     "ReActNetA": ("69.4", "arXiv 2003.03488; 69.5 released model (liuzechun/ReActNet)"),
+    "RepReActNetA": ("71.34", ("Rep_AdamBNN README (imfinethanks/Rep_AdamBNN), RepBNN "
+                               "arXiv 2207.09049; AdamBNN training")),
     "ReActNetResNet18": ("65.9", "liuzechun/ReActNet README"),
     "BiRealNet18": ("56.4", "arXiv 1808.00278"),
     "BiRealNet34": ("62.2", "arXiv 1808.00278"),

@@ -5,7 +5,8 @@ Builders (docs/zoo.md has the figures, the layer-naming scheme and the weights):
 * `QuickNetSmall`, `QuickNet`, `QuickNetLarge`: larq-zoo's QuickNet family (Bannink et al.,
   arXiv 2011.09398), parameter for parameter;
 * `ReActNetA` and `ReActNetResNet18`: ReActNet (arXiv 2003.03488), MobileNet-derived and on the
-  Bi-Real-18 base;
+  Bi-Real-18 base; `RepReActNetA`: ReActNet-A with RepBNN's channel replication
+  (arXiv 2207.09049);
 * `BiRealNet18`, `BiRealNet34`: Bi-Real Net (arXiv 1808.00278);
 * `XnorResNet18`: XNOR-Net's ResNet-18 (arXiv 1603.05279);
 * `AdaBinResNet18`: AdaBin (arXiv 2208.08084);
@@ -29,7 +30,7 @@ from .adabin import AdaBinResNet18
 from .bireal import BiRealNet18, BiRealNet34
 from .bnext import BNextLarge, BNextMiddle, BNextSmall, BNextTiny
 from .quicknet import BlurPoolInitializer, QuickNet, QuickNetLarge, QuickNetSmall
-from .reactnet import ReActNetA, ReActNetResNet18
+from .reactnet import ReActNetA, ReActNetResNet18, RepReActNetA
 from .xnor import XnorResNet18
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "QuickNetSmall",
     "ReActNetA",
     "ReActNetResNet18",
+    "RepReActNetA",
     "XnorResNet18",
     "get",
     "list_models",
@@ -65,7 +67,8 @@ def __getattr__(name: str):
 
 _BUILDERS = {
     builder.__name__: builder
-    for builder in (QuickNetSmall, QuickNet, QuickNetLarge, ReActNetA, ReActNetResNet18,
+    for builder in (QuickNetSmall, QuickNet, QuickNetLarge, ReActNetA, RepReActNetA,
+                    ReActNetResNet18,
                     BiRealNet18, BiRealNet34, XnorResNet18, AdaBinResNet18,
                     BNextTiny, BNextSmall, BNextMiddle, BNextLarge)
 }

@@ -103,6 +103,9 @@ def _bnext(size: str, architecture: str, default_name: str, *, include_top, weig
         x = QuantConv2D(widths[0], 3, strides=2, padding="valid", use_bias=False,
                         input_quantizer=FakeQuant(num_bits=bits),
                         kernel_quantizer=_eight_bit_kernel(), name="stem_conv")(x)
+        # An int8 TFLite conv needs its output's range: a FakeQuant directly after the conv
+        # (the official QuantizeConv leaves its output float; its BN follows).
+        x = FakeQuant(num_bits=bits, name="stem_conv_quant")(x)
     x = batch_norm("stem_bn")(x)
 
     for i in range(1, len(widths)):
@@ -120,9 +123,12 @@ def _bnext(size: str, architecture: str, default_name: str, *, include_top, weig
                            shared_axes=[1, 2], name="head_prelu")(x)
     if include_top and bits is not None:
         x = global_average_pool(x, "avg_pool")
-        x = QuantDense(classes, activation=classifier_activation,
-                       input_quantizer=FakeQuant(num_bits=bits),
+        x = QuantDense(classes, input_quantizer=FakeQuant(num_bits=bits),
                        kernel_quantizer=_eight_bit_kernel(), name="predictions")(x)
+        # The logits' range, for an int8 FULLY_CONNECTED; then the classifier activation.
+        x = FakeQuant(num_bits=bits, name="predictions_quant")(x)
+        if keras.activations.get(classifier_activation) is not keras.activations.linear:
+            x = keras.layers.Activation(classifier_activation, name="predictions_activation")(x)
     else:
         x = top(x, include_top=include_top, pooling=pooling, classes=classes,
                 classifier_activation=classifier_activation)
@@ -166,7 +172,10 @@ _DOC = """Instantiates {title} (arXiv 2211.12933; official `hpi-xnor/BNext` `src
         bits: None (real-valued stem, SE branches and classifier, `src/bnext.py`) or 8: the
             8-bit variant (`src/bnext_quant.py`): 8-bit `FakeQuant` on the stem conv, every SE
             branch and the classifier, which ``kbnn.converters.convert(model, int8=True)``
-            turns into int8 ops.
+            turns into int8 ops. For int8 TFLite ops the stem conv's and the classifier's
+            outputs are fake-quantized too ("stem_conv_quant" before "stem_bn";
+            "predictions_quant" on the logits, then "predictions_activation" unless
+            `classifier_activation` is None or linear), which the official code leaves float.
 
     Returns:
         A `keras.Model`.

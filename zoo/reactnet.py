@@ -1,7 +1,9 @@
 """ReActNet (Liu, Shen, Savvides, Cheng, "ReActNet: Towards Precise Binary Neural Network with
 Generalized Activation Functions", arXiv 2003.03488): ReActNet-A (MobileNetV1-derived, official
-`mobilenet/2_step2/reactnet.py`) and ReActNet on the Bi-Real-18 base (official
-`resnet/2_step2/birealnet.py`). See docs/methods.md (section 'ReActNet') and docs/zoo.md."""
+`mobilenet/2_step2/reactnet.py`), its RepBNN form (arXiv 2207.09049, official
+imfinethanks/Rep_AdamBNN `step2/reactnet.py`) and ReActNet on the Bi-Real-18 base (official
+`resnet/2_step2/birealnet.py`). See docs/methods.md (sections 'ReActNet', 'RepBNN') and
+docs/zoo.md."""
 
 from __future__ import annotations
 
@@ -21,10 +23,13 @@ from ._common import (
 from ._padding import torch_conv2d
 from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
 
-__all__ = ["ReActNetA", "ReActNetResNet18"]
+__all__ = ["ReActNetA", "ReActNetResNet18", "RepReActNetA"]
 
 # The official `stage_out_channel`: the stem's width, then the output width of blocks 1-13.
 REACTNET_A_CHANNELS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+# RepBNN's replication factor beta in RepReActNet-A (every binary conv), and the stem's tiling.
+REP_BETA = 4
+REP_STEM_REPLICATE = 2
 
 
 def _check_common(architecture, width_multiplier, pad_values, input_quantizer,
@@ -79,16 +84,82 @@ def ReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=Non
                             name=name)
     widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier)
     image, inputs = build_input(input_tensor, shape)
+    x = _reactnet_a_features(image, widths, pad_values=pad_values,
+                             input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
+    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation)
+    return finish_model(spec, inputs, x, name=name, weights=weights)
+
+
+def _reactnet_a_features(image, widths, *, pad_values, input_quantizer, kernel_quantizer,
+                         stem_replicate=1, widen=1, replicate=1):
+    """Stem and the 13 blocks of ReActNet-A with the stem/block widths `widths` (the official
+    `stage_out_channel`, scaled); RepBNN: the stem output tiled `stem_replicate` times, every
+    block `widen` times wider, its binary convs with `replicate`."""
     # PyTorch's padding=1 on both sides (the official firstconv3x3), not TensorFlow's SAME.
     x = torch_conv2d(image, widths[0], 3, 2, name="stem_conv")
     x = batch_norm("stem_bn")(x)
+    if stem_replicate > 1:
+        x = kl.ChannelReplicate(stem_replicate, name="stem_replicate")(x)
     for i in range(1, len(widths)):
         # The official rule: stride 2 where the width changes, except into the first block.
         strides = 2 if widths[i] != widths[i - 1] and i != 1 else 1
-        x = ReActNetBlock(widths[i], strides=strides, pad_values=pad_values,
+        x = ReActNetBlock(widen * widths[i], strides=strides, pad_values=pad_values,
                           symmetric_padding=True,
                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                          name=f"block{i}")(x)
+                          replicate=replicate, name=f"block{i}")(x)
+    return x
+
+
+def RepReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+                 width_multiplier=1.0, pad_values=0.0, input_quantizer="rsign",
+                 kernel_quantizer="scaled_sign"):
+    """Instantiates RepReActNet-A: ReActNet-A with RepBNN's channel replication ("RepBNN: towards a precise Binary Neural Network with Enhanced Feature Map via Repeating",
+    arXiv 2207.09049; official imfinethanks/Rep_AdamBNN `step2/reactnet.py`).
+
+    ReActNet-A (`ReActNetA`) with every feature map twice as wide at the same binary cost,
+    replication factor beta = 4: the stem (3x3/2 real conv 3 -> 32, BN) is tiled twice
+    (32 -> 64 channels, "stem_replicate"); in each of the 13 `ReActNetBlock`s (with
+    ``replicate=4``) every binary conv maps the block's 2C input channels to C/2 outputs (C:
+    ReActNet-A's width there), tiled four times, ``[y, y, y, y]``, back to 2C before its BN,
+    so BN, RSign thresholds, RPReLU and shortcuts have twice ReActNet-A's widths; the
+    channel-doubling blocks concatenate two such 1x1 convs; global average pool -> Dense
+    2048 -> classes. Binary parameters and BOPs are ReActNet-A's (28,253,184 and 4.82e9),
+    FLOPs 1.29e7 (the classifier doubles), OPs 0.88e8 at 224x224 (published: 0.88e8, 71.34%
+    top-1 with AdamBNN training; figures in docs/zoo.md). Each binary conv converts to one
+    `LceBconv2d` of C/2 channels followed by a TILE.
+
+    Layer names: those of `ReActNetA` plus "stem_replicate" ("stem_conv", "stem_bn",
+    "stem_replicate", "block{i}" for the official `feature[i]`, "avg_pool", "predictions").
+
+    Args:
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as keras.applications (see docs/zoo.md); the default
+            name is "rep_reactnet_a".
+        width_multiplier: scales every width as in `ReActNetA` (the stem's 32 *
+            width_multiplier is rounded to an even number, at least 2, so that every conv's
+            C/2 outputs are whole); 1.0 is the published model.
+        pad_values, input_quantizer, kernel_quantizer: as `ReActNetA`.
+
+    Returns:
+        A `keras.Model`.
+    """
+    architecture = "RepReActNetA"
+    spec = ModelSpec(architecture, "rep_reactnet_a")
+    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
+                                                 input_quantizer, kernel_quantizer)
+    shape = check_arguments(spec, include_top=include_top, weights=weights,
+                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                            classes=classes, classifier_activation=classifier_activation,
+                            name=name)
+    # An even stem width: the blocks' 2C inputs are then multiples of beta = 4.
+    widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier, multiple=2)
+    image, inputs = build_input(input_tensor, shape)
+    x = _reactnet_a_features(image, widths, pad_values=pad_values,
+                             input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
+                             stem_replicate=REP_STEM_REPLICATE, widen=REP_STEM_REPLICATE,
+                             replicate=REP_BETA)
     x = top(x, include_top=include_top, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation)
     return finish_model(spec, inputs, x, name=name, weights=weights)

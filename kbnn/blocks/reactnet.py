@@ -61,6 +61,14 @@ class ReActNetBlock(BinaryBlock):
       official `move21` without its sign, so the float block has the same weights as the
       default one minus the RSign thresholds.
 
+    RepBNN (arXiv 2207.09049; docs/methods.md, section 'RepBNN') is ``replicate=beta``: every
+    binary convolution of the block (the 3x3, the 1x1 or both 1x1s) has C / beta output
+    channels, tiled `beta` times along the channel axis (``[y, y, ..., y]``, not interleaved;
+    `QuantConv2D(replicate=beta)`) before its BN of C channels, so the block keeps the widths
+    above (BN, RPReLU and shortcuts on C channels) at the binary cost of convolutions with C /
+    beta outputs. Each such conv converts to one `LceBconv2d` of C / beta channels and a TILE;
+    its BN (one constant per replicated channel) stays after the TILE, unfolded.
+
     Latent kernels use Keras' default init (glorot uniform): the official rand * 0.001 init
     only works with its two-step recipe, whose step 2 starts from step-1 weights.
 
@@ -78,12 +86,16 @@ class ReActNetBlock(BinaryBlock):
         kernel_quantizer: quantizer of every convolution's kernel (same forms); default
             "scaled_sign". ``kernel_quantizer=None`` with a binary input is ReActNet's first
             training step (binary activations, real weights).
+        replicate: RepBNN's replication factor beta (1: none, the ReActNet block); the input
+            channels must be a multiple of it (checked when the block is built).
     """
 
     def __init__(self, out_channels: int, strides: int = 1, pad_values: float = 0.0, symmetric_padding: bool = False,
-                 input_quantizer="rsign", kernel_quantizer="scaled_sign", **kwargs):
+                 input_quantizer="rsign", kernel_quantizer="scaled_sign", replicate: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.out_channels = check_positive_int("ReActNetBlock", "out_channels", out_channels)
+        self.replicate = check_positive_int("ReActNetBlock", "replicate", replicate)
         self.strides = check_strides("ReActNetBlock", strides)
         self.pad_values = check_pad_values("ReActNetBlock", pad_values)
         self.symmetric_padding = check_symmetric_padding("ReActNetBlock", symmetric_padding)
@@ -125,12 +137,19 @@ class ReActNetBlock(BinaryBlock):
                 f"({None if channels is None else 2 * channels}). "
                 f"Received out_channels={self.out_channels}."
             )
+        if channels % self.replicate:
+            raise ValueError(
+                f"Invalid value for argument `replicate` of ReActNetBlock {self.name!r}. "
+                f"Expected a divisor of the number of input channels ({channels}): each binary "
+                "conv has input channels / replicate outputs. "
+                f"Received replicate={self.replicate}.")
         self._in_channels = int(channels)
         name = self.name
         inputs, kernels = self._input_quantizer_spec, self._kernel_quantizer_spec
-        self.conv3x3 = binary_conv(channels, 3, self.strides, inputs.new(), kernels.new(),
-                                   self.pad_values,
-                                symmetric_padding=self.symmetric_padding, name=f"{name}_conv3x3")
+        filters, rep = channels // self.replicate, {"replicate": self.replicate}
+        self.conv3x3 = binary_conv(filters, 3, self.strides, inputs.new(), kernels.new(),
+                                   self.pad_values, symmetric_padding=self.symmetric_padding,
+                                   name=f"{name}_conv3x3", **rep)
         self.bn3x3 = batch_norm(f"{name}_bn3x3")
         self.pool = (keras.layers.AveragePooling2D(2, strides=2, padding="same",
                                                    name=f"{name}_pool")
@@ -138,15 +157,15 @@ class ReActNetBlock(BinaryBlock):
         self.rprelu1 = kl.RPReLU(name=f"{name}_rprelu1")
         if self.out_channels == channels:
             self.move = None
-            self.convs1x1 = [binary_conv(channels, 1, 1, inputs.new(), kernels.new(), 0.0,
-                                         name=f"{name}_conv1x1")]
+            self.convs1x1 = [binary_conv(filters, 1, 1, inputs.new(), kernels.new(), 0.0,
+                                         name=f"{name}_conv1x1", **rep)]
             self.bns1x1 = [batch_norm(f"{name}_bn1x1")]
         else:
             use_bias, shared_input = self._shared_sign_quantizer()
             self.move = kl.LearnableBias(name=f"{name}_move") if use_bias else None
             self.convs1x1 = [
-                binary_conv(channels, 1, 1, shared_input if use_bias else inputs.new(),
-                            kernels.new(), 0.0, name=f"{name}_conv1x1_{part}")
+                binary_conv(filters, 1, 1, shared_input if use_bias else inputs.new(),
+                            kernels.new(), 0.0, name=f"{name}_conv1x1_{part}", **rep)
                 for part in "ab"]
             self.bns1x1 = [batch_norm(f"{name}_bn1x1_{part}") for part in "ab"]
         self.rprelu2 = kl.RPReLU(name=f"{name}_rprelu2")
@@ -181,5 +200,5 @@ class ReActNetBlock(BinaryBlock):
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels,
                 "strides": self.strides, "pad_values": self.pad_values,
-                "symmetric_padding": self.symmetric_padding,
+                "symmetric_padding": self.symmetric_padding, "replicate": self.replicate,
                 **self._quantizer_config()}

@@ -15,11 +15,11 @@ from blocks_helpers import binary_convs
 import kbnn
 from kbnn import zoo
 from kbnn.blocks import AdaBinBlock, BiRealBlock, ReActNetBlock, XnorBlock
-from kbnn.layers import QuantConv2D, RPReLU
+from kbnn.layers import ChannelReplicate, QuantConv2D, RPReLU
 from kbnn.quantizers import EDESign, LibraSign, SteSign
 
-MODELS = ["QuickNetSmall", "QuickNet", "QuickNetLarge", "ReActNetA", "ReActNetResNet18",
-          "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18", "BNextTiny",
+MODELS = ["QuickNetSmall", "QuickNet", "QuickNetLarge", "ReActNetA", "RepReActNetA",
+          "ReActNetResNet18", "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18", "BNextTiny",
           "BNextSmall", "BNextMiddle", "BNextLarge"]
 RESNETS = ["ReActNetResNet18", "BiRealNet18", "BiRealNet34", "XnorResNet18", "AdaBinResNet18"]
 # keras.applications' arguments, in order, with their defaults (weights=None here: the zoo
@@ -129,7 +129,7 @@ def test_quicknet_minimum_input_size():
 
 
 def test_resnets_and_reactnet_accept_tiny_inputs():
-    for name in RESNETS + ["ReActNetA"]:
+    for name in RESNETS + ["ReActNetA", "RepReActNetA"]:
         model = zoo.get(name, input_shape=(1, 1, 2), classes=4, width_multiplier=0.125)
         assert model(np.ones((2, 1, 1, 2), "float32")).shape == (2, 4)
 
@@ -241,7 +241,7 @@ def test_classifier_activation_none_gives_logits():
 def test_default_and_custom_model_names():
     expected = {"QuickNetSmall": "quicknet_small", "QuickNet": "quicknet",
                 "QuickNetLarge": "quicknet_large", "ReActNetA": "reactnet_a",
-                "ReActNetResNet18": "reactnet_resnet18", "BiRealNet18": "bireal_net18",
+                "RepReActNetA": "rep_reactnet_a", "ReActNetResNet18": "reactnet_resnet18", "BiRealNet18": "bireal_net18",
                 "BiRealNet34": "bireal_net34", "XnorResNet18": "xnor_resnet18",
                 "AdaBinResNet18": "adabin_resnet18"}
     for name, default in expected.items():
@@ -321,6 +321,68 @@ def test_reactnet_a_layer_names_and_strides():
     assert "block14" not in names
     # 0.125 * (64, 128, 128, 256, 256, 512 x 6, 1024, 1024)
     assert [b.out_channels for b in blocks] == [8, 16, 16, 32, 32] + [64] * 6 + [128, 128]
+
+
+def test_rep_reactnet_a_structure():
+    """RepBNN (arXiv 2207.09049, official Rep_AdamBNN step2/reactnet.py): ReActNet-A's layout
+    with the stem output tiled twice, every map twice ReActNet-A's width, and every binary
+    conv 2C -> C/2 tiled four times (`replicate=4`) before a BN of 2C channels."""
+    model = small("RepReActNetA")
+    names = layer_names(model)
+    assert names[1:5] == ["stem_conv_pad", "stem_conv", "stem_bn", "stem_replicate"]
+    assert model.get_layer("stem_conv").filters == 4  # 0.125 * 32
+    assert model.get_layer("stem_replicate").beta == 2
+    assert isinstance(model.get_layer("stem_replicate"), ChannelReplicate)
+    blocks = [model.get_layer(f"block{i}") for i in range(1, 14)]
+    assert all(isinstance(b, ReActNetBlock) and b.replicate == 4 for b in blocks)
+    assert [b.strides for b in blocks] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    reactnet = [8, 16, 16, 32, 32] + [64] * 6 + [128, 128]  # 0.125 * ReActNet-A's widths
+    assert [b.out_channels for b in blocks] == [2 * c for c in reactnet]
+    for block, c_in in zip(blocks, [4] + reactnet[:-1]):  # ReActNet-A's input width C
+        convs = [block.conv3x3, *block.convs1x1]
+        assert len(convs) == (3 if block.out_channels == 4 * c_in else 2)  # doubling: two 1x1
+        for conv in convs:
+            assert conv.is_binary and conv.replicate == 4
+            assert tuple(conv.kernel.shape[2:]) == (2 * c_in, c_in // 2)  # 2C -> C/2
+        for bn in [block.bn3x3, *block.bns1x1]:
+            assert tuple(bn.gamma.shape) == (2 * c_in,)  # after the x4 tile
+        assert tuple(block.rprelu1.weights[0].shape) == (2 * c_in,)
+    assert tuple(model.get_layer("predictions").kernel.shape) == (256, 10)  # 2 * 128
+
+
+def test_rep_reactnet_a_tiles_each_binary_conv_output_four_times():
+    """[y, y, y, y] along the channels, not interleaved (torch's repeat(1, 4, 1, 1))."""
+    model = small("RepReActNetA")
+    conv = model.get_layer("block2").conv3x3  # 16 -> 4, tiled to 16
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 16)).astype("float32")
+    y = np.asarray(conv(x))
+    assert y.shape == (2, 4, 4, 16)
+    for copy in range(1, 4):
+        np.testing.assert_array_equal(y[..., 4 * copy:4 * copy + 4], y[..., :4])
+    assert not np.array_equal(y[..., :2], y[..., 2:4])
+
+
+@pytest.mark.parametrize("multiplier, stem", [(1 / 32, 2), (0.05, 2), (0.1, 4), (0.25, 8)])
+def test_rep_reactnet_a_stem_width_is_even(multiplier, stem):
+    """The stem width is rounded to an even number (at least 2), so every block's 2C inputs
+    are a multiple of beta = 4."""
+    model = zoo.RepReActNetA(include_top=False, input_shape=(16, 16, 3),
+                             width_multiplier=multiplier)
+    assert model.get_layer("stem_conv").filters == stem
+    assert model.get_layer("block13").out_channels == 2 * 32 * stem
+    assert model(np.zeros((1, 16, 16, 3), "float32")).shape == (1, 1, 1, 64 * stem)
+
+
+def test_replicate_must_divide_the_block_input():
+    inputs = keras.Input((4, 4, 6))
+    with pytest.raises(ValueError, match=r"`replicate` of ReActNetBlock.*\(6\).*replicate=4"):
+        ReActNetBlock(6, replicate=4)(inputs)
+    with pytest.raises(ValueError, match="`replicate` of ReActNetBlock"):
+        ReActNetBlock(6, replicate=0)
+    config = ReActNetBlock(12, replicate=2, name="b").get_config()
+    assert config["replicate"] == 2
+    assert ReActNetBlock.from_config(config).replicate == 2
+    assert ReActNetBlock(12).get_config()["replicate"] == 1
 
 
 # ---------------------------------------------------------------- widths and quantizers

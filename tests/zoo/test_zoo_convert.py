@@ -20,7 +20,7 @@ from kbnn.converters import convert, verify
 
 # Binary 3x3 (and ReActNet-A 1x1) convolutions of each architecture, from the papers.
 BINARY_CONVS = {"QuickNetSmall": 16, "QuickNet": 16, "QuickNetLarge": 32, "ReActNetA": 31,
-                "ReActNetResNet18": 16, "BiRealNet18": 16, "BiRealNet34": 32,
+                "RepReActNetA": 31, "ReActNetResNet18": 16, "BiRealNet18": 16, "BiRealNet34": 32,
                 "XnorResNet18": 16, "AdaBinResNet18": 16}
 
 
@@ -53,6 +53,26 @@ def test_narrow_variant_converts_and_matches_keras(name):
     report = verify(model, flatbuffer, x, atol=1e-3, rtol=1e-4)
     assert report.within_tolerance == 1.0, report
     assert report.top1_agreement == 1.0
+
+
+def test_rep_reactnet_a_bconvs_have_a_quarter_of_the_channels_then_a_tile():
+    """RepReActNet-A (RepBNN, beta = 4): each binary conv 2C -> C/2 is one LceBconv2d of C/2
+    output channels followed by a TILE to 2C (31 of them, plus the stem's x2 TILE); its BN
+    (one constant per replicated channel) stays after the tile. Width 0.25 at 96x96."""
+    model = zoo.RepReActNetA(input_shape=(96, 96, 3), classes=10, width_multiplier=0.25,
+                             classifier_activation=None)
+    randomize(model)
+    flatbuffer = convert(model, strict=True)
+    ops = flatbuffer_ops(flatbuffer)
+    convs = binary_convs(model)
+    # LceBconv2d inputs: (input, filter (C_out, kh, kw, C_in), ...); C_out = kernel's last axis
+    bconv_channels = sorted(shapes[1][0] for name, shapes in ops if name == "LceBconv2d")
+    assert bconv_channels == sorted(int(c.kernel.shape[-1]) for c in convs)
+    assert all(int(c.kernel.shape[-1]) * 4 == int(c.kernel.shape[-2]) for c in convs)
+    assert len(convs) == 31 and op_counts(flatbuffer)["TILE"] == 32
+    x = np.random.default_rng(0).normal(size=(3, 96, 96, 3)).astype("float32")
+    report = verify(model, flatbuffer, x, atol=1e-3, rtol=1e-4)
+    assert report.within_tolerance == 1.0 and report.top1_agreement == 1.0, report
 
 
 # LCE 0.16's optimised bconv kernel (x86 interpreter) computes same-zero padding wrongly when
