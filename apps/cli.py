@@ -290,6 +290,24 @@ def _verify_and_print(model, flatbuffer: bytes, inputs, min_agreement: float) ->
     return EXIT_OK
 
 
+def convert_to_file(model, output: str, describe, **options):
+    """`kbnn.converters.convert(model, **options)` (its notes held back), the flatbuffer written
+    atomically to `output`, then "Wrote OUTPUT: <describe(report)>" and each note as a warning
+    printed. Returns the conversion result (flatbuffer, report, warnings)."""
+    import warnings
+
+    from kbnn.converters import convert
+
+    with warnings.catch_warnings():  # the notes are printed below, once
+        warnings.filterwarnings("ignore", message="kbnn.converters:")
+        result = convert(model, return_report=True, **options)
+    write_bytes_atomically(output, result.flatbuffer)
+    print(f"Wrote {output}: {describe(result.report)}")
+    for note in result.warnings:
+        print(f"warning: {note}")
+    return result
+
+
 def _sibling_keras(tflite_path: str) -> str:
     return os.path.splitext(tflite_path)[0] + ".keras"
 
@@ -298,8 +316,6 @@ def _sibling_keras(tflite_path: str) -> str:
 
 
 def _cmd_convert(args) -> int:
-    import warnings
-
     # Every check before anything is written: the output path, the model, the inputs of
     # --verify. The flatbuffer is then written atomically (a temporary file, renamed).
     _existing_file(args.model)
@@ -307,18 +323,11 @@ def _cmd_convert(args) -> int:
     model = load_keras_model(args.model)
     inputs = _random_inputs(model, args.verify, args.seed) if args.verify else None
 
-    from kbnn.converters import convert
-
-    with warnings.catch_warnings():  # the notes are printed below, once
-        warnings.filterwarnings("ignore", message="kbnn.converters:")
-        result = convert(model, target=args.target, int8=args.int8, strict=args.strict,
-                         return_report=True)
-    write_bytes_atomically(args.output, result.flatbuffer)
-    report = result.report
-    print(f"Wrote {args.output}: {report.size_bytes:,} bytes, {report.n_binary_convs} "
-          f"LceBconv2d, {report.bitpacked_weight_bytes:,} bytes of bitpacked weights")
-    for note in result.warnings:
-        print(f"warning: {note}")
+    result = convert_to_file(
+        model, args.output,
+        lambda report: f"{report.size_bytes:,} bytes, {report.n_binary_convs} LceBconv2d, "
+                       f"{report.bitpacked_weight_bytes:,} bytes of bitpacked weights",
+        target=args.target, int8=args.int8, strict=args.strict)
     if inputs is not None:
         return _verify_and_print(model, result.flatbuffer, inputs, args.min_agreement)
     return EXIT_OK

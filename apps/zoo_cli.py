@@ -34,7 +34,7 @@ import argparse
 import json
 import os
 
-__all__ = ["add_parser", "command"]
+__all__ = ["add_parser", "command", "human"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES_JSON = os.path.join(_ROOT, "benchmarks", "zoo_figures.json")
@@ -96,6 +96,17 @@ def _model_options(p: argparse.ArgumentParser, positive_int) -> None:
                         "activation_form=code --option pad_values=1.0")
 
 
+def _add_command(zsub, debug: argparse.ArgumentParser, name: str, positive_int=None,
+                 **kwargs) -> argparse.ArgumentParser:
+    """`kbnn zoo NAME` (`kwargs`: help, description), run by `command`; given `positive_int`,
+    with the options of the model to build (`_model_options`)."""
+    p = zsub.add_parser(name, parents=[debug], **kwargs)
+    p.set_defaults(func=command)
+    if positive_int is not None:
+        _model_options(p, positive_int)
+    return p
+
+
 def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_option) -> None:
     """Add `kbnn zoo` (list / convert / import) to the `kbnn` subparsers `sub`."""
     zoo = sub.add_parser("zoo", parents=[debug],
@@ -106,20 +117,18 @@ def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_opti
                                      "PyTorch checkpoint into one.")
     zsub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
 
-    p = zsub.add_parser("list", parents=[debug],
-                        help="architectures, parameters, OPs, published top-1, weights")
+    p = _add_command(zsub, debug, "list",
+                     help="architectures, parameters, OPs, published top-1, weights")
     p.add_argument("--compute", action="store_true",
                    help="build and count the models that benchmarks/zoo_figures.json lacks "
                         "(seconds to a minute per model) instead of leaving them blank")
-    p.set_defaults(func=command)
 
-    p = zsub.add_parser("convert", parents=[debug],
-                        help="build a zoo model and write its LCE flatbuffer",
-                        description="Build a kbnn.zoo model (random weights unless --weights) "
-                                    "and convert it with kbnn.converters.convert. The "
-                                    "flatbuffer is written to a temporary file and renamed "
-                                    "into place.")
-    _model_options(p, positive_int)
+    p = _add_command(zsub, debug, "convert", positive_int,
+                     help="build a zoo model and write its LCE flatbuffer",
+                     description="Build a kbnn.zoo model (random weights unless --weights) "
+                                 "and convert it with kbnn.converters.convert. The "
+                                 "flatbuffer is written to a temporary file and renamed "
+                                 "into place.")
     p.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
                    help="the flatbuffer file to write")
     p.add_argument("--weights", default=None, metavar="W",
@@ -132,15 +141,13 @@ def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_opti
                    help="convert binary layers LCE cannot lower as float ops (warned) instead "
                         "of failing")
     overwrite_option(p, "OUT.tflite")
-    p.set_defaults(func=command)
 
-    p = zsub.add_parser("import", parents=[debug],
-                        help="load an official PyTorch checkpoint into a zoo model, save .keras",
-                        description="Build a kbnn.zoo model and load a PyTorch checkpoint "
-                                    "(torch.save file of the official code; read without "
-                                    "PyTorch and without running pickled code) through the "
-                                    "architecture's registered mapping, then save the model.")
-    _model_options(p, positive_int)
+    p = _add_command(zsub, debug, "import", positive_int,
+                     help="load an official PyTorch checkpoint into a zoo model, save .keras",
+                     description="Build a kbnn.zoo model and load a PyTorch checkpoint "
+                                 "(torch.save file of the official code; read without "
+                                 "PyTorch and without running pickled code) through the "
+                                 "architecture's registered mapping, then save the model.")
     p.add_argument("checkpoint", metavar="CHECKPOINT.pth",
                    help="the PyTorch checkpoint (.pth, .pth.tar, .pt)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.keras",
@@ -152,7 +159,6 @@ def add_parser(sub, debug: argparse.ArgumentParser, positive_int, overwrite_opti
                    help="load even if checkpoint tensors are left unused or model weights "
                         "unfilled (listed) instead of failing")
     overwrite_option(p, "OUT.keras")
-    p.set_defaults(func=command)
 
 
 # --------------------------------------------------------------------------------- commands
@@ -190,10 +196,12 @@ def _published_top1() -> dict:
     return {}
 
 
-def _human(n: float) -> str:
+def human(n: float, decimals: int = 2) -> str:
+    """`n` in G, M or K with `decimals` decimals ("4.82 G"), or as it is below 1000 (also
+    benchmarks/bench_zoo.py's, for docs/zoo.md)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
+            return f"{n / scale:.{decimals}f} {unit}"
     return f"{n:g}"
 
 
@@ -215,7 +223,7 @@ def _list(args) -> int:
         paper = top1.get(name) or next((f"{e.top1:g}" for e in entries if e.top1), "-")
         weights = ", ".join(f"{e.name} ({e.top1:g}%)" if e.top1 else e.name for e in entries)
         rows.append((name, f"{row['params']:,}" if row else "-",
-                     _human(row["ops"]) if row else "-", paper, weights or "-"))
+                     human(row["ops"]) if row else "-", paper, weights or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -279,19 +287,19 @@ def _builder_kwargs(args, architecture: str, refused: dict[str, str]) -> dict:
     return kwargs
 
 
-def _convert_kwargs(args) -> tuple[str, dict]:
+def _model_kwargs(args, **refused: str) -> tuple[str, dict]:
+    """(the architecture NAME, its builder's keyword arguments); no --option may set
+    input_tensor nor the keys of `refused` (with the reason)."""
     architecture = _architecture(args.name)
     refused = {"input_tensor": "a tensor cannot be given on the command line; use "
-                               "--input-size or --option input_shape=[H, W, C]"}
+                               "--input-size or --option input_shape=[H, W, C]", **refused}
     return architecture, _builder_kwargs(args, architecture, refused)
 
 
 def _convert(args) -> int:
-    import warnings
+    from kbnn_apps.cli import check_output_path, convert_to_file
 
-    from kbnn_apps.cli import check_output_path, write_bytes_atomically
-
-    architecture, kwargs = _convert_kwargs(args)
+    architecture, kwargs = _model_kwargs(args)
     weights = kwargs.get("weights")
     inputs = [weights] if isinstance(weights, str) and os.path.exists(weights) else []
     check_output_path(args.output, "--output", inputs=inputs, overwrite=args.overwrite)
@@ -299,18 +307,10 @@ def _convert(args) -> int:
     from kbnn import zoo
 
     model = zoo.get(architecture, **kwargs)
-
-    from kbnn.converters import convert
-
-    with warnings.catch_warnings():  # the notes are printed below, once
-        warnings.filterwarnings("ignore", message="kbnn.converters:")
-        result = convert(model, int8=args.int8, strict=args.strict, return_report=True)
-    write_bytes_atomically(args.output, result.flatbuffer)
-    report = result.report
-    print(f"Wrote {args.output}: {model.name}, {report.size_bytes:,} bytes, "
-          f"{report.n_binary_convs} LceBconv2d")
-    for note in result.warnings:
-        print(f"warning: {note}")
+    convert_to_file(model, args.output,
+                    lambda report: f"{model.name}, {report.size_bytes:,} bytes, "
+                                   f"{report.n_binary_convs} LceBconv2d",
+                    int8=args.int8, strict=args.strict)
     return 0
 
 
@@ -321,11 +321,8 @@ def _import(args) -> int:
     if not args.output.endswith(".keras"):
         raise CLIError(f"--output {args.output}: Keras saves models only under a name ending "
                        "in .keras")
-    architecture = _architecture(args.name)
-    refused = {"input_tensor": "a tensor cannot be given on the command line; use "
-                               "--input-size or --option input_shape=[H, W, C]",
-               "weights": "the weights are CHECKPOINT's; `kbnn zoo import` takes no other"}
-    kwargs = _builder_kwargs(args, architecture, refused)
+    architecture, kwargs = _model_kwargs(
+        args, weights="the weights are CHECKPOINT's; `kbnn zoo import` takes no other")
     check_output_path(args.output, "--output", inputs=[args.checkpoint],
                       overwrite=args.overwrite)
 

@@ -117,14 +117,9 @@ def _load() -> dict:
     return {}
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3f} {unit}"
-    return f"{n:g}"
-
-
 def table(figures: dict, order: list[str]) -> str:
+    from kbnn_apps.zoo_cli import human
+
     header = ["Model", "Params", "Binary params", "BOPs", "FLOPs", "OPs", "Flatbuffer (MiB)",
               "LceBconv2d", "LCE x86 latency, median / min (ms)", "Top-1 (%)", "Source"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -135,7 +130,7 @@ def table(figures: dict, order: list[str]) -> str:
             cells = [f"`{name}`"] + ["not measured"] + [""] * 7 + [top1, source]
         else:
             cells = [f"`{name}`", f"{row['params']:,}", f"{row['binary_params']:,}",
-                     _human(row["bops"]), _human(row["flops"]), _human(row["ops"]),
+                     human(row["bops"], 3), human(row["flops"], 3), human(row["ops"], 3),
                      f"{row['flatbuffer_bytes'] / 2 ** 20:.2f}", str(row["lce_bconv2d"]),
                      f"{row['latency_median_ms']:.0f} / {row['latency_min_ms']:.0f}", top1,
                      source]

@@ -1,5 +1,6 @@
 """Shared parts of the kbnn.zoo builders: the keras.applications arguments (checks, input,
-head), widths, and loading weights.
+head; `Application` holds one call's), the checks of the binary options, widths, and loading
+weights.
 
 Every builder has the keras.applications signature::
 
@@ -20,11 +21,16 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from kbnn.blocks._common import check_pad_values, check_quantizer
+
 __all__ = [
     "DEFAULT_SIZE",
+    "Application",
     "ModelSpec",
     "build_input",
     "check_arguments",
+    "check_binary_options",
+    "check_block_options",
     "check_width_multiplier",
     "finish_model",
     "global_average_pool",
@@ -212,6 +218,29 @@ def check_width_multiplier(owner: str, width_multiplier) -> float:
     return float(width_multiplier)
 
 
+def check_binary_options(architecture: str, width_multiplier, pad_values, input_quantizer,
+                         kernel_quantizer) -> tuple:
+    """The options of a binary builder, checked in this order with Keras-style errors naming
+    `architecture`: `width_multiplier` (`check_width_multiplier`), `pad_values` and the two
+    quantizers. Returns (width_multiplier, pad_values, input_quantizer, kernel_quantizer), the
+    quantizers resolved; a builder that hands the arguments to blocks (one quantizer per layer)
+    passes on the arguments as given instead."""
+    width_multiplier = check_width_multiplier(architecture, width_multiplier)
+    pad_values = check_pad_values(architecture, pad_values)
+    input_quantizer = check_quantizer(architecture, "input_quantizer", input_quantizer)
+    kernel_quantizer = check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
+    return width_multiplier, pad_values, input_quantizer, kernel_quantizer
+
+
+def check_block_options(spec: ModelSpec, width_multiplier, block: Callable, **options) -> float:
+    """`width_multiplier` checked (`check_width_multiplier`), then the options of the builder's
+    block checked once, before building: one ``block(1, **options)`` is made and dropped, so the
+    errors are the block's (Keras-style, naming it). Returns the width multiplier."""
+    width_multiplier = check_width_multiplier(spec.architecture, width_multiplier)
+    block(1, **options, name=f"{spec.default_name}_argument_check")
+    return width_multiplier
+
+
 def scaled(channels: int, width_multiplier: float, multiple: int = 1) -> int:
     """`channels * width_multiplier` rounded to the nearest multiple of `multiple` (at least
     `multiple`)."""
@@ -282,6 +311,40 @@ def finish_model(spec: ModelSpec, inputs, outputs, *, name, weights) -> keras.Mo
     else:
         model.load_weights(os.fspath(weights))
     return model
+
+
+class Application:
+    """One builder call's keras.applications arguments, in the builder's order: `input()` checks
+    them (`check_arguments`) and returns the tensor the network starts from, `top(x)` adds the
+    head (`top`), `model(outputs)` makes the model and loads the weights (`finish_model`)."""
+
+    def __init__(self, spec: ModelSpec, include_top, weights, input_tensor, input_shape,
+                 pooling, classes, classifier_activation, name):
+        self.spec = spec
+        self.arguments = {"include_top": include_top, "weights": weights,
+                          "input_tensor": input_tensor, "input_shape": input_shape,
+                          "pooling": pooling, "classes": classes,
+                          "classifier_activation": classifier_activation, "name": name}
+        self._inputs = None
+
+    def input(self):
+        """Check the arguments; the image tensor (a new `keras.Input` "input" or
+        `input_tensor`)."""
+        shape = check_arguments(self.spec, **self.arguments)
+        image, self._inputs = build_input(self.arguments["input_tensor"], shape)
+        return image
+
+    def top(self, x, **options):
+        """`top` with this call's `include_top`, `pooling`, `classes` and
+        `classifier_activation` (`options`: `before_classifier`, `kernel_initializer`)."""
+        head = {key: self.arguments[key]
+                for key in ("include_top", "pooling", "classes", "classifier_activation")}
+        return top(x, **head, **options)
+
+    def model(self, outputs) -> keras.Model:
+        """The model from `input()`'s inputs to `outputs`, named and with its weights loaded."""
+        return finish_model(self.spec, self._inputs, outputs, name=self.arguments["name"],
+                            weights=self.arguments["weights"])
 
 
 def stage_widths(base: Sequence[int], width_multiplier: float, multiple: int = 1) -> list[int]:

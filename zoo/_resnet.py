@@ -13,7 +13,8 @@ from kbnn.blocks._common import batch_norm
 from ._common import stage_widths
 from ._padding import torch_conv2d, torch_max_pool2d
 
-__all__ = ["STAGE_CHANNELS", "resnet_stem", "single_conv_stages", "stage_strides"]
+__all__ = ["STAGE_CHANNELS", "resnet_stem", "single_conv_stages", "stage_strides",
+           "symmetric_blocks"]
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 
@@ -35,6 +36,16 @@ def stage_strides(stage: int, block: int) -> int:
     """Stride of block `block` of stage `stage` (both 1-based): 2 for the first block of
     stages 2-4, else 1."""
     return 2 if stage > 1 and block == 1 else 1
+
+
+def symmetric_blocks(block: Callable[..., keras.layers.Layer], **options):
+    """``make_block(filters, strides, name)`` (`single_conv_stages`): a `block` with `options`
+    whose strided convolutions pad as PyTorch (``symmetric_padding=True``)."""
+
+    def make_block(filters: int, strides: int, name: str) -> keras.layers.Layer:
+        return block(filters, strides=strides, symmetric_padding=True, name=name, **options)
+
+    return make_block
 
 
 def single_conv_stages(x, blocks_per_stage, width_multiplier: float,

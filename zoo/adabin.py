@@ -8,16 +8,8 @@ from kbnn import layers as kl
 from kbnn.blocks import AdaBinBlock
 from kbnn.blocks._common import batch_norm
 
-from ._common import (
-    ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
-    stage_widths,
-    top,
-)
-from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
+from ._common import Application, ModelSpec, check_block_options, stage_widths
+from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages, symmetric_blocks
 
 __all__ = ["AdaBinResNet18"]
 
@@ -61,28 +53,14 @@ def AdaBinResNet18(include_top=True, weights=None, input_tensor=None, input_shap
     Returns:
         A `keras.Model`.
     """
-    architecture = "AdaBinResNet18"
-    spec = ModelSpec(architecture, "adabin_resnet18")
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    # Check the block arguments once, before building (Keras-style errors naming AdaBinBlock).
-    AdaBinBlock(1, pad_values=pad_values, activation_form=activation_form,
-                input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                name="adabin_resnet18_argument_check")
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
-    image, inputs = build_input(input_tensor, shape)
-    x = resnet_stem(image, stage_widths(STAGE_CHANNELS, width_multiplier)[0],
+    app = Application(ModelSpec("AdaBinResNet18", "adabin_resnet18"), include_top, weights,
+                      input_tensor, input_shape, pooling, classes, classifier_activation, name)
+    options = {"pad_values": pad_values, "activation_form": activation_form,
+               "input_quantizer": input_quantizer, "kernel_quantizer": kernel_quantizer}
+    width_multiplier = check_block_options(app.spec, width_multiplier, AdaBinBlock, **options)
+    x = resnet_stem(app.input(), stage_widths(STAGE_CHANNELS, width_multiplier)[0],
                     activation=kl.Maxout(name="stem_maxout"))
-
-    def block(filters, strides, block_name):
-        return AdaBinBlock(filters, strides=strides, pad_values=pad_values,
-                           symmetric_padding=True, activation_form=activation_form, input_quantizer=input_quantizer,
-                           kernel_quantizer=kernel_quantizer, name=block_name)
-
-    x = single_conv_stages(x, (4, 4, 4, 4), width_multiplier, block)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation,
-            before_classifier=lambda features: batch_norm("head_bn")(features))
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    x = single_conv_stages(x, (4, 4, 4, 4), width_multiplier,
+                           symmetric_blocks(AdaBinBlock, **options))
+    x = app.top(x, before_classifier=lambda features: batch_norm("head_bn")(features))
+    return app.model(x)

@@ -6,18 +6,9 @@ See docs/methods.md (section 'Bi-Real Net') and docs/zoo.md."""
 from __future__ import annotations
 
 from kbnn.blocks import BiRealBlock
-from kbnn.blocks._common import check_pad_values, check_quantizer
 
-from ._common import (
-    ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
-    stage_widths,
-    top,
-)
-from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
+from ._common import Application, ModelSpec, check_binary_options, stage_widths
+from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages, symmetric_blocks
 
 __all__ = ["BiRealNet18", "BiRealNet34"]
 
@@ -25,32 +16,18 @@ _BLOCKS = {"BiRealNet18": ((4, 4, 4, 4), "bireal_net18"),
            "BiRealNet34": ((6, 8, 12, 6), "bireal_net34")}
 
 
-def _bireal(architecture, include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name, width_multiplier, pad_values, input_quantizer,
-            kernel_quantizer):
-    blocks, default_name = _BLOCKS[architecture]
-    spec = ModelSpec(architecture, default_name)
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    pad_values = check_pad_values(architecture, pad_values)
-    check_quantizer(architecture, "input_quantizer", input_quantizer)
-    check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
-    image, inputs = build_input(input_tensor, shape)
-    x = resnet_stem(image, stage_widths(STAGE_CHANNELS, width_multiplier)[0])
-
-    def block(filters, strides, block_name):
-        return BiRealBlock(filters, strides=strides, pad_values=pad_values,
-                           symmetric_padding=True,
-                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                           name=block_name)
-
-    x = single_conv_stages(x, blocks, width_multiplier, block)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+def bireal_resnet(app: Application, blocks_per_stage, width_multiplier, pad_values,
+                  input_quantizer, kernel_quantizer, after_block=None):
+    """Bi-Real Net's layout (also ReActNet's ResNet-18, with `after_block`): the options
+    checked (`check_binary_options`), the ResNet stem, stages of `BiRealBlock`s
+    (`single_conv_stages`, `after_block` after each), the head; the model of `app`."""
+    width_multiplier, pad_values, _, _ = check_binary_options(
+        app.spec.architecture, width_multiplier, pad_values, input_quantizer, kernel_quantizer)
+    x = resnet_stem(app.input(), stage_widths(STAGE_CHANNELS, width_multiplier)[0])
+    block = symmetric_blocks(BiRealBlock, pad_values=pad_values,
+                             input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
+    x = single_conv_stages(x, blocks_per_stage, width_multiplier, block, after_block=after_block)
+    return app.model(app.top(x))
 
 
 _DOC = """Instantiates Bi-Real Net-{depth} (arXiv 1808.00278).
@@ -81,23 +58,25 @@ _DOC = """Instantiates Bi-Real Net-{depth} (arXiv 1808.00278).
     """
 
 
-def BiRealNet18(include_top=True, weights=None, input_tensor=None, input_shape=None,
+def _builder(architecture: str, depth: int):
+    blocks, default_name = _BLOCKS[architecture]
+
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
                 width_multiplier=1.0, pad_values=0.0, input_quantizer="approx_sign",
                 kernel_quantizer="magnitude_aware_sign"):
-    return _bireal("BiRealNet18", include_top, weights, input_tensor, input_shape, pooling,
-                   classes, classifier_activation, name, width_multiplier, pad_values,
-                   input_quantizer, kernel_quantizer)
+        app = Application(ModelSpec(architecture, default_name), include_top, weights,
+                          input_tensor, input_shape, pooling, classes, classifier_activation,
+                          name)
+        return bireal_resnet(app, blocks, width_multiplier, pad_values, input_quantizer,
+                             kernel_quantizer)
+
+    builder.__name__ = builder.__qualname__ = architecture
+    builder.__module__ = __name__
+    builder.__doc__ = _DOC.format(depth=depth, blocks=", ".join(map(str, blocks)),
+                                  default_name=default_name)
+    return builder
 
 
-def BiRealNet34(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-                width_multiplier=1.0, pad_values=0.0, input_quantizer="approx_sign",
-                kernel_quantizer="magnitude_aware_sign"):
-    return _bireal("BiRealNet34", include_top, weights, input_tensor, input_shape, pooling,
-                   classes, classifier_activation, name, width_multiplier, pad_values,
-                   input_quantizer, kernel_quantizer)
-
-
-BiRealNet18.__doc__ = _DOC.format(depth=18, blocks="4, 4, 4, 4", default_name="bireal_net18")
-BiRealNet34.__doc__ = _DOC.format(depth=34, blocks="6, 8, 12, 6", default_name="bireal_net34")
+BiRealNet18 = _builder("BiRealNet18", 18)
+BiRealNet34 = _builder("BiRealNet34", 34)

@@ -8,21 +8,18 @@ from __future__ import annotations
 import keras
 
 from kbnn.blocks import BNextBlock
-from kbnn.blocks._common import batch_norm, check_pad_values, check_quantizer
+from kbnn.blocks._common import batch_norm
 from kbnn.layers.conv import QuantConv2D
 from kbnn.layers.dense import QuantDense
 from kbnn.quantizers._checks import check_bool
 from kbnn.quantizers.fake_quant import FakeQuant
 
 from ._common import (
+    Application,
     ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
+    check_binary_options,
     global_average_pool,
     stage_widths,
-    top,
 )
 from ._padding import _torch_pads, torch_conv2d
 
@@ -75,24 +72,16 @@ def _check_bits(architecture: str, bits):
     return bits
 
 
-def _bnext(size: str, architecture: str, default_name: str, *, include_top, weights,
-           input_tensor, input_shape, pooling, classes, classifier_activation, name,
-           width_multiplier, pad_values, input_quantizer, kernel_quantizer, elm_attention,
-           info_recoupling, bits):
-    spec = ModelSpec(architecture, default_name)
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    pad_values = check_pad_values(architecture, pad_values)
-    check_quantizer(architecture, "input_quantizer", input_quantizer)
-    check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
+def _bnext(app: Application, size: str, *, width_multiplier, pad_values, input_quantizer,
+           kernel_quantizer, elm_attention, info_recoupling, bits):
+    architecture = app.spec.architecture
+    width_multiplier, pad_values, _, _ = check_binary_options(
+        architecture, width_multiplier, pad_values, input_quantizer, kernel_quantizer)
     elm_attention = check_bool(architecture, "elm_attention", elm_attention)
     info_recoupling = check_bool(architecture, "info_recoupling", info_recoupling)
     bits = _check_bits(architecture, bits)
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
+    image = app.input()
     widths = stage_widths(BNEXT_CHANNELS[size], width_multiplier)
-    image, inputs = build_input(input_tensor, shape)
 
     # Stem: conv 3x3/2 (PyTorch padding 1) -> BN; the official PReLU after it is unused.
     if bits is None:
@@ -121,18 +110,18 @@ def _bnext(size: str, architecture: str, default_name: str, *, include_top, weig
 
     x = keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(_PRELU_INIT),
                            shared_axes=[1, 2], name="head_prelu")(x)
-    if include_top and bits is not None:
+    if app.arguments["include_top"] and bits is not None:
         x = global_average_pool(x, "avg_pool")
-        x = QuantDense(classes, input_quantizer=FakeQuant(num_bits=bits),
+        x = QuantDense(app.arguments["classes"], input_quantizer=FakeQuant(num_bits=bits),
                        kernel_quantizer=_eight_bit_kernel(), name="predictions")(x)
         # The logits' range, for an int8 FULLY_CONNECTED; then the classifier activation.
         x = FakeQuant(num_bits=bits, name="predictions_quant")(x)
-        if keras.activations.get(classifier_activation) is not keras.activations.linear:
-            x = keras.layers.Activation(classifier_activation, name="predictions_activation")(x)
+        activation = app.arguments["classifier_activation"]
+        if keras.activations.get(activation) is not keras.activations.linear:
+            x = keras.layers.Activation(activation, name="predictions_activation")(x)
     else:
-        x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-                classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+        x = app.top(x)
+    return app.model(x)
 
 
 _DOC = """Instantiates {title} (arXiv 2211.12933; official `hpi-xnor/BNext` `src/bnext.py`,
@@ -188,11 +177,10 @@ def _builder(size: str, architecture: str, default_name: str, title: str):
                 width_multiplier=1.0, pad_values=0.0, input_quantizer="hard_sign",
                 kernel_quantizer="bnext_weight", elm_attention=True, info_recoupling=True,
                 bits=None):
-        return _bnext(size, architecture, default_name, include_top=include_top,
-                      weights=weights, input_tensor=input_tensor, input_shape=input_shape,
-                      pooling=pooling, classes=classes,
-                      classifier_activation=classifier_activation, name=name,
-                      width_multiplier=width_multiplier, pad_values=pad_values,
+        app = Application(ModelSpec(architecture, default_name), include_top, weights,
+                          input_tensor, input_shape, pooling, classes, classifier_activation,
+                          name)
+        return _bnext(app, size, width_multiplier=width_multiplier, pad_values=pad_values,
                       input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                       elm_attention=elm_attention, info_recoupling=info_recoupling, bits=bits)
 

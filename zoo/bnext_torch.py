@@ -29,6 +29,7 @@ import numpy as np
 
 from .torch_checkpoint import (
     TorchMapping,
+    _quantizer_variable,
     batch_norm_targets,
     conv_kernel,
     conv_targets,
@@ -58,13 +59,10 @@ def _has_layer(model, name: str) -> bool:
 
 def _unit_targets(prefix: str, unit) -> tuple[dict[str, Any], list[str]]:
     conv = unit.binary_conv
-    tau = getattr(getattr(conv, "kernel_quantizer", None), "tau", None)
-    if tau is None:
-        raise ValueError(
-            f"The official checkpoint's {prefix}.binary_conv.temperature maps onto the tau of "
-            f"{conv.name}'s kernel quantizer, which is "
-            f"{type(getattr(conv, 'kernel_quantizer', None)).__name__}; build the model with "
-            "kernel_quantizer='bnext_weight' (the default) to load it.")
+    tau = _quantizer_variable(
+        conv, "kernel_quantizer", "tau", "bnext_weight",
+        f"The official checkpoint's {prefix}.binary_conv.temperature maps onto the tau of "
+        f"{conv.name}'s kernel quantizer, which is ")
     targets: dict[str, Any] = {
         f"{prefix}.move.bias": (unit.move.bias, per_channel),
         f"{prefix}.binary_conv.weight": (conv.kernel, conv_kernel),

@@ -13,18 +13,9 @@ import numpy as np
 from keras import ops
 
 from kbnn import constraints as kc
-from kbnn.blocks._common import check_pad_values, check_quantizer
 from kbnn.layers import QuantConv2D
 
-from ._common import (
-    ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
-    stage_widths,
-    top,
-)
+from ._common import Application, ModelSpec, check_binary_options, stage_widths
 
 __all__ = ["BlurPoolInitializer", "QuickNet", "QuickNetLarge", "QuickNetSmall"]
 
@@ -128,15 +119,11 @@ def _residual(x, prefix: str, input_quantizer, kernel_quantizer, kernel_constrai
     return keras.layers.Add(name=f"{prefix}_add")([y, x])
 
 
-def _quicknet(architecture, include_top, weights, input_tensor, input_shape, pooling, classes,
-              classifier_activation, name, width_multiplier, input_quantizer, kernel_quantizer,
-              kernel_constraint, pad_values):
-    section_blocks, section_filters, default_name = SPECS[architecture]
-    spec = ModelSpec(architecture, default_name, min_size=_min_size(len(section_blocks) - 1))
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    pad_values = check_pad_values(architecture, pad_values)
-    input_quantizer = check_quantizer(architecture, "input_quantizer", input_quantizer)
-    kernel_quantizer = check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
+def _quicknet(app: Application, section_blocks, section_filters, width_multiplier,
+              input_quantizer, kernel_quantizer, kernel_constraint, pad_values):
+    architecture = app.spec.architecture
+    width_multiplier, pad_values, input_quantizer, kernel_quantizer = check_binary_options(
+        architecture, width_multiplier, pad_values, input_quantizer, kernel_quantizer)
     try:
         kernel_constraint = kc.get(kernel_constraint)
     except (TypeError, ValueError) as err:
@@ -144,13 +131,9 @@ def _quicknet(architecture, include_top, weights, input_tensor, input_shape, poo
             f"Invalid value for argument `kernel_constraint` of {architecture}. Expected a "
             f"Keras constraint identifier or None. Received kernel_constraint="
             f"{kernel_constraint!r} ({err}).") from None
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
+    image = app.input()
     widths = stage_widths(section_filters, width_multiplier, multiple=4)
 
-    image, inputs = build_input(input_tensor, shape)
     x = _stem(image, widths[0])
     for stage, (blocks, filters) in enumerate(zip(section_blocks, widths), start=1):
         for block in range(1, blocks + 1):
@@ -159,11 +142,9 @@ def _quicknet(architecture, include_top, weights, input_tensor, input_shape, poo
             x = _residual(x, f"stage{stage}_block{block}", input_quantizer, kernel_quantizer,
                           kernel_constraint, pad_values)
 
-    if include_top:
+    if app.arguments["include_top"]:
         x = keras.layers.Activation("relu", name="head_relu")(x)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, kernel_initializer="glorot_normal")
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    return app.model(app.top(x, kernel_initializer="glorot_normal"))
 
 
 _DEFAULT_QUANTIZER = {"class_name": "SteSign", "config": {"clip_value": CLIP_VALUE}}
@@ -211,42 +192,29 @@ _DOC = """Instantiates the {architecture} architecture (larq-zoo `sota.{architec
     """
 
 
-def QuickNetSmall(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                  pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-                  width_multiplier=1.0, input_quantizer=_DEFAULT_QUANTIZER,
-                  kernel_quantizer=_DEFAULT_QUANTIZER, kernel_constraint=_DEFAULT_CONSTRAINT,
-                  pad_values=1.0):
-    return _quicknet("QuickNetSmall", include_top, weights, input_tensor, input_shape, pooling,
-                     classes, classifier_activation, name, width_multiplier, input_quantizer,
-                     kernel_quantizer, kernel_constraint,
-                     pad_values)
+def _builder(architecture: str):
+    section_blocks, section_filters, default_name = SPECS[architecture]
+    spec = ModelSpec(architecture, default_name, min_size=_min_size(len(section_blocks) - 1))
 
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+                width_multiplier=1.0, input_quantizer=_DEFAULT_QUANTIZER,
+                kernel_quantizer=_DEFAULT_QUANTIZER, kernel_constraint=_DEFAULT_CONSTRAINT,
+                pad_values=1.0):
+        app = Application(spec, include_top, weights, input_tensor, input_shape, pooling,
+                          classes, classifier_activation, name)
+        return _quicknet(app, section_blocks, section_filters, width_multiplier,
+                         input_quantizer, kernel_quantizer, kernel_constraint, pad_values)
 
-def QuickNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
-             pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-             width_multiplier=1.0, input_quantizer=_DEFAULT_QUANTIZER,
-             kernel_quantizer=_DEFAULT_QUANTIZER, kernel_constraint=_DEFAULT_CONSTRAINT, pad_values=1.0):
-    return _quicknet("QuickNet", include_top, weights, input_tensor, input_shape, pooling,
-                     classes, classifier_activation, name, width_multiplier, input_quantizer,
-                     kernel_quantizer, kernel_constraint,
-                     pad_values)
-
-
-def QuickNetLarge(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                  pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-                  width_multiplier=1.0, input_quantizer=_DEFAULT_QUANTIZER,
-                  kernel_quantizer=_DEFAULT_QUANTIZER, kernel_constraint=_DEFAULT_CONSTRAINT,
-                  pad_values=1.0):
-    return _quicknet("QuickNetLarge", include_top, weights, input_tensor, input_shape, pooling,
-                     classes, classifier_activation, name, width_multiplier, input_quantizer,
-                     kernel_quantizer, kernel_constraint,
-                     pad_values)
+    builder.__name__ = builder.__qualname__ = architecture
+    builder.__module__ = __name__
+    builder.__doc__ = _DOC.format(architecture=architecture, blocks=section_blocks,
+                                  filters=section_filters, params=_PARAMS[architecture],
+                                  min_size=spec.min_size, default_name=default_name)
+    return builder
 
 
 _PARAMS = {"QuickNetSmall": 12_664_344, "QuickNet": 13_243_720, "QuickNetLarge": 23_359_304}
-for _builder in (QuickNetSmall, QuickNet, QuickNetLarge):
-    _blocks, _filters, _name = SPECS[_builder.__name__]
-    _builder.__doc__ = _DOC.format(architecture=_builder.__name__, blocks=_blocks,
-                                   filters=_filters, params=_PARAMS[_builder.__name__],
-                                   min_size=_min_size(len(_blocks) - 1), default_name=_name)
-del _builder, _blocks, _filters, _name
+QuickNetSmall = _builder("QuickNetSmall")
+QuickNet = _builder("QuickNet")
+QuickNetLarge = _builder("QuickNetLarge")

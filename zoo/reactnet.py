@@ -8,20 +8,12 @@ docs/zoo.md."""
 from __future__ import annotations
 
 from kbnn import layers as kl
-from kbnn.blocks import BiRealBlock, ReActNetBlock
-from kbnn.blocks._common import batch_norm, check_pad_values, check_quantizer
+from kbnn.blocks import ReActNetBlock
+from kbnn.blocks._common import batch_norm
 
-from ._common import (
-    ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
-    stage_widths,
-    top,
-)
+from ._common import Application, ModelSpec, check_binary_options, stage_widths
 from ._padding import torch_conv2d
-from ._resnet import STAGE_CHANNELS, resnet_stem, single_conv_stages
+from .bireal import bireal_resnet
 
 __all__ = ["ReActNetA", "ReActNetResNet18", "RepReActNetA"]
 
@@ -30,15 +22,6 @@ REACTNET_A_CHANNELS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512,
 # RepBNN's replication factor beta in RepReActNet-A (every binary conv), and the stem's tiling.
 REP_BETA = 4
 REP_STEM_REPLICATE = 2
-
-
-def _check_common(architecture, width_multiplier, pad_values, input_quantizer,
-                  kernel_quantizer):
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    pad_values = check_pad_values(architecture, pad_values)
-    check_quantizer(architecture, "input_quantizer", input_quantizer)
-    check_quantizer(architecture, "kernel_quantizer", kernel_quantizer)
-    return width_multiplier, pad_values
 
 
 def ReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=None,
@@ -74,28 +57,21 @@ def ReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=Non
     Returns:
         A `keras.Model`.
     """
-    architecture = "ReActNetA"
-    spec = ModelSpec(architecture, "reactnet_a")
-    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
-                                                 input_quantizer, kernel_quantizer)
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
-    widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier)
-    image, inputs = build_input(input_tensor, shape)
-    x = _reactnet_a_features(image, widths, pad_values=pad_values,
-                             input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    app = Application(ModelSpec("ReActNetA", "reactnet_a"), include_top, weights, input_tensor,
+                      input_shape, pooling, classes, classifier_activation, name)
+    return _reactnet_a(app, width_multiplier, pad_values, input_quantizer, kernel_quantizer)
 
 
-def _reactnet_a_features(image, widths, *, pad_values, input_quantizer, kernel_quantizer,
-                         stem_replicate=1, widen=1, replicate=1):
-    """Stem and the 13 blocks of ReActNet-A with the stem/block widths `widths` (the official
-    `stage_out_channel`, scaled); RepBNN: the stem output tiled `stem_replicate` times, every
-    block `widen` times wider, its binary convs with `replicate`."""
+def _reactnet_a(app: Application, width_multiplier, pad_values, input_quantizer,
+                kernel_quantizer, *, multiple=1, stem_replicate=1, widen=1, replicate=1):
+    """ReActNet-A, the model of `app`: the options checked (`check_binary_options`), the stem
+    and the 13 blocks with the official `stage_out_channel` scaled (the stem's width rounded to
+    a multiple of `multiple`), the head. RepBNN: the stem output tiled `stem_replicate` times,
+    every block `widen` times wider, its binary convs with `replicate`."""
+    width_multiplier, pad_values, _, _ = check_binary_options(
+        app.spec.architecture, width_multiplier, pad_values, input_quantizer, kernel_quantizer)
+    image = app.input()
+    widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier, multiple=multiple)
     # PyTorch's padding=1 on both sides (the official firstconv3x3), not TensorFlow's SAME.
     x = torch_conv2d(image, widths[0], 3, 2, name="stem_conv")
     x = batch_norm("stem_bn")(x)
@@ -108,7 +84,7 @@ def _reactnet_a_features(image, widths, *, pad_values, input_quantizer, kernel_q
                           symmetric_padding=True,
                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
                           replicate=replicate, name=f"block{i}")(x)
-    return x
+    return app.model(app.top(x))
 
 
 def RepReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=None,
@@ -145,24 +121,12 @@ def RepReActNetA(include_top=True, weights=None, input_tensor=None, input_shape=
     Returns:
         A `keras.Model`.
     """
-    architecture = "RepReActNetA"
-    spec = ModelSpec(architecture, "rep_reactnet_a")
-    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
-                                                 input_quantizer, kernel_quantizer)
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
+    app = Application(ModelSpec("RepReActNetA", "rep_reactnet_a"), include_top, weights,
+                      input_tensor, input_shape, pooling, classes, classifier_activation, name)
     # An even stem width: the blocks' 2C inputs are then multiples of beta = 4.
-    widths = stage_widths(REACTNET_A_CHANNELS, width_multiplier, multiple=2)
-    image, inputs = build_input(input_tensor, shape)
-    x = _reactnet_a_features(image, widths, pad_values=pad_values,
-                             input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                             stem_replicate=REP_STEM_REPLICATE, widen=REP_STEM_REPLICATE,
-                             replicate=REP_BETA)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    return _reactnet_a(app, width_multiplier, pad_values, input_quantizer, kernel_quantizer,
+                       multiple=2, stem_replicate=REP_STEM_REPLICATE, widen=REP_STEM_REPLICATE,
+                       replicate=REP_BETA)
 
 
 def ReActNetResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None,
@@ -200,27 +164,11 @@ def ReActNetResNet18(include_top=True, weights=None, input_tensor=None, input_sh
     Returns:
         A `keras.Model`.
     """
-    architecture = "ReActNetResNet18"
-    spec = ModelSpec(architecture, "reactnet_resnet18")
-    width_multiplier, pad_values = _check_common(architecture, width_multiplier, pad_values,
-                                                 input_quantizer, kernel_quantizer)
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
-    image, inputs = build_input(input_tensor, shape)
-    x = resnet_stem(image, stage_widths(STAGE_CHANNELS, width_multiplier)[0])
-
-    def block(filters, strides, block_name):
-        return BiRealBlock(filters, strides=strides, pad_values=pad_values,
-                           symmetric_padding=True,
-                           input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                           name=block_name)
+    app = Application(ModelSpec("ReActNetResNet18", "reactnet_resnet18"), include_top, weights,
+                      input_tensor, input_shape, pooling, classes, classifier_activation, name)
 
     def rprelu(y, block_name):
         return kl.RPReLU(name=f"{block_name}_rprelu")(y)
 
-    x = single_conv_stages(x, (4, 4, 4, 4), width_multiplier, block, after_block=rprelu)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    return bireal_resnet(app, (4, 4, 4, 4), width_multiplier, pad_values, input_quantizer,
+                         kernel_quantizer, after_block=rprelu)

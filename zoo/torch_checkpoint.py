@@ -779,15 +779,23 @@ def get_torch_mapping(architecture: str) -> Callable[[Any], Any]:
 # builders; registered below for their architecture names).
 
 
-def _threshold_of(conv, where: str):
-    threshold = getattr(getattr(conv, "input_quantizer", None), "threshold", None)
-    if threshold is None:
+def _quantizer_variable(conv, quantizer: str, variable: str, default: str, maps_onto: str):
+    """``conv.<quantizer>.<variable>`` (e.g. an RSign threshold) that a checkpoint tensor maps
+    onto; else a ValueError: `maps_onto` (what the tensor maps onto, ending where the quantizer's
+    type follows), the type, and the `default` quantizer to build the model with."""
+    value = getattr(getattr(conv, quantizer, None), variable, None)
+    if value is None:
         raise ValueError(
-            f"The official checkpoint's {where} (a LearnableBias before the sign) maps onto the "
-            f"RSign threshold of {conv.name}, whose input quantizer is "
-            f"{type(getattr(conv, 'input_quantizer', None)).__name__}; build the model with "
-            "input_quantizer='rsign' (the default) to load it.")
-    return threshold
+            f"{maps_onto}{type(getattr(conv, quantizer, None)).__name__}; build the model with "
+            f"{quantizer}={default!r} (the default) to load it.")
+    return value
+
+
+def _threshold_of(conv, where: str):
+    return _quantizer_variable(
+        conv, "input_quantizer", "threshold", "rsign",
+        f"The official checkpoint's {where} (a LearnableBias before the sign) maps onto the "
+        f"RSign threshold of {conv.name}, whose input quantizer is ")
 
 
 def _rprelu_targets(move_a: str, prelu: str, move_b: str, layer) -> dict[str, Any]:

@@ -9,16 +9,8 @@ import keras
 from kbnn.blocks import XnorBlock
 from kbnn.blocks._common import batch_norm
 
-from ._common import (
-    ModelSpec,
-    build_input,
-    check_arguments,
-    check_width_multiplier,
-    finish_model,
-    stage_widths,
-    top,
-)
-from ._resnet import STAGE_CHANNELS, resnet_stem, stage_strides
+from ._common import Application, ModelSpec, check_block_options, stage_widths
+from ._resnet import STAGE_CHANNELS, resnet_stem, stage_strides, symmetric_blocks
 
 __all__ = ["XnorResNet18"]
 
@@ -66,28 +58,16 @@ def XnorResNet18(include_top=True, weights=None, input_tensor=None, input_shape=
     Returns:
         A `keras.Model`.
     """
-    architecture = "XnorResNet18"
-    spec = ModelSpec(architecture, "xnor_resnet18")
-    width_multiplier = check_width_multiplier(architecture, width_multiplier)
-    # Check the block arguments once, before building (Keras-style errors naming XnorBlock).
-    XnorBlock(1, activation_scale=activation_scale, pad_values=pad_values,
-              input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-              name="xnor_resnet18_argument_check")
-    shape = check_arguments(spec, include_top=include_top, weights=weights,
-                            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
-                            classes=classes, classifier_activation=classifier_activation,
-                            name=name)
+    app = Application(ModelSpec("XnorResNet18", "xnor_resnet18"), include_top, weights,
+                      input_tensor, input_shape, pooling, classes, classifier_activation, name)
+    options = {"activation_scale": activation_scale, "pad_values": pad_values,
+               "input_quantizer": input_quantizer, "kernel_quantizer": kernel_quantizer}
+    width_multiplier = check_block_options(app.spec, width_multiplier, XnorBlock, **options)
+    image = app.input()
     widths = stage_widths(STAGE_CHANNELS, width_multiplier)
-    image, inputs = build_input(input_tensor, shape)
     x = resnet_stem(image, widths[0],
                     activation=keras.layers.Activation("relu", name="stem_relu"))
-
-    def xnor_block(filters, strides, block_name):
-        return XnorBlock(filters, strides=strides, activation_scale=activation_scale,
-                         pad_values=pad_values, symmetric_padding=True,
-                         input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
-                         name=block_name)
-
+    xnor_block = symmetric_blocks(XnorBlock, **options)
     for stage, filters in enumerate(widths, start=1):
         for first in (1, 3):  # two basic blocks of two binary convolutions each
             strides = stage_strides(stage, first)
@@ -102,6 +82,4 @@ def XnorResNet18(include_top=True, weights=None, input_tensor=None, input_shape=
             x = keras.layers.Add(name=f"stage{stage}_block{first + 1}_add")([y, shortcut])
     x = batch_norm("post_bn")(x)
     x = keras.layers.Activation("relu", name="post_relu")(x)
-    x = top(x, include_top=include_top, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation)
-    return finish_model(spec, inputs, x, name=name, weights=weights)
+    return app.model(app.top(x))

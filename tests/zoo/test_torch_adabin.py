@@ -16,15 +16,8 @@ from kbnn.zoo import torch_checkpoint as tc
 from kbnn.zoo import weights as zw
 
 NAME = "adabin_resnet18_w1_32"
-WIDTH = 1 / 32
 
-checkpoint, reference = torch_fixtures(NAME)
-
-
-def build(**kwargs):
-    kwargs.setdefault("activation_form", "code")
-    return zoo.AdaBinResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=WIDTH,
-                              **kwargs)
+checkpoint, reference, build = torch_fixtures(NAME, zoo.AdaBinResNet18, activation_form="code")
 
 
 def test_checkpoint_layout(checkpoint):

@@ -14,13 +14,8 @@ from kbnn.zoo import weights as zw
 from kbnn.zoo.bnext_torch import bnext_mapping
 
 NAME = "bnext_tiny_w1_32"
-WIDTH = 1 / 32
 
-checkpoint, reference = torch_fixtures(NAME)
-
-
-def build(**kwargs):
-    return zoo.BNextTiny(input_shape=(32, 32, 3), classes=10, width_multiplier=WIDTH, **kwargs)
+checkpoint, reference, build = torch_fixtures(NAME, zoo.BNextTiny)
 
 
 def test_checkpoint_layout(checkpoint):
@@ -62,8 +57,7 @@ def test_weights_argument_and_registry_use_the_mapping(checkpoint, reference):
     model = build(classifier_activation=None, weights=str(checkpoint))
     np.testing.assert_allclose(model.predict(images, verbose=0), logits,
                                rtol=1e-4, atol=1e-4 * np.abs(logits).max())
-    features = zoo.BNextTiny(include_top=False, pooling="avg", input_shape=(32, 32, 3),
-                             width_multiplier=WIDTH)
+    features = build(include_top=False, pooling="avg")
     zw.load_weights(features, checkpoint, architecture="BNextTiny")
     state = tc.read_torch_checkpoint(checkpoint)
     out = features.predict(images, verbose=0) @ state["fc.weight"].T + state["fc.bias"]

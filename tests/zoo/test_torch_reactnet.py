@@ -18,13 +18,8 @@ from kbnn.zoo import torch_checkpoint as tc
 from kbnn.zoo import weights as zw
 
 NAME = "reactnet_a_w1_32"
-WIDTH = 1 / 32
 
-checkpoint, reference = torch_fixtures(NAME)
-
-
-def build(**kwargs):
-    return zoo.ReActNetA(input_shape=(32, 32, 3), classes=10, width_multiplier=WIDTH, **kwargs)
+checkpoint, reference, build = torch_fixtures(NAME, zoo.ReActNetA)
 
 
 def test_checkpoint_layout(checkpoint):
@@ -67,8 +62,7 @@ def test_builder_weights_argument_uses_the_registered_mapping(checkpoint, refere
 
 
 def test_without_top_the_classifier_is_left_out(checkpoint, reference):
-    model = zoo.ReActNetA(include_top=False, pooling="avg", input_shape=(32, 32, 3),
-                          width_multiplier=WIDTH)
+    model = build(include_top=False, pooling="avg")
     zw.load_weights(model, checkpoint, architecture="ReActNetA")
     features = model.predict(reference[0], verbose=0)
     state = tc.read_torch_checkpoint(checkpoint)

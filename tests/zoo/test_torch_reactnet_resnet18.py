@@ -16,16 +16,15 @@ from kbnn.zoo import torch_checkpoint as tc
 
 NAME = "reactnet_resnet18_w1_32"
 
-checkpoint, reference = torch_fixtures(NAME)
+checkpoint, reference, build = torch_fixtures(NAME, zoo.ReActNetResNet18)
 
 
 def test_logits_match_torch(checkpoint, reference):
-    model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32,
-                                 classifier_activation=None, weights=str(checkpoint))
+    model = build(classifier_activation=None, weights=str(checkpoint))
     assert_matches_torch_and_converts(model, reference, strict=True)
 
 
 def test_every_tensor_and_variable_is_used(checkpoint):
-    model = zoo.ReActNetResNet18(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32)
+    model = build()
     assert_every_tensor_is_used(
         tc.load_torch_checkpoint(model, checkpoint, tc.reactnet_resnet18_mapping))

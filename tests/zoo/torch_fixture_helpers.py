@@ -24,10 +24,12 @@ def load_reference(name: str) -> tuple[np.ndarray, np.ndarray]:
         return data["input_nhwc"].astype(np.float32), data["logits"]
 
 
-def torch_fixtures(name: str):
+def torch_fixtures(name: str, builder, **defaults):
     """The module-scoped pytest fixtures `checkpoint` (the path of the unpacked checkpoint) and
-    `reference` ((inputs, logits)) of fixtures/<name>; a test module assigns both:
-    ``checkpoint, reference = torch_fixtures(NAME)``."""
+    `reference` ((inputs, logits)) of fixtures/<name>, and ``build(**kwargs)``: the kbnn.zoo
+    `builder` at the fixture's size (32x32x3 inputs, 10 classes, 1/32 of the published width)
+    with `defaults`, which `kwargs` override. A test module assigns the three:
+    ``checkpoint, reference, build = torch_fixtures(NAME, zoo.Builder)``."""
 
     @pytest.fixture(scope="module")
     def checkpoint(tmp_path_factory):
@@ -37,7 +39,11 @@ def torch_fixtures(name: str):
     def reference():
         return load_reference(name)
 
-    return checkpoint, reference
+    def build(**kwargs):
+        return builder(input_shape=(32, 32, 3), classes=10, width_multiplier=1 / 32,
+                       **{**defaults, **kwargs})
+
+    return checkpoint, reference, build
 
 
 def assert_logits_match(outputs: np.ndarray, logits: np.ndarray) -> None:
