@@ -17,6 +17,7 @@ import importlib.util
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import keras
@@ -298,14 +299,22 @@ def finish_model(spec: ModelSpec, inputs, outputs, *, name, weights) -> keras.Mo
     if registry is not None and weights == "digits" and not _is_local_file(weights):
         from .digits import DIGITS_MODELS
 
-        try:
-            registry.load_weights(model, weights, architecture=spec.architecture)
-        except ValueError as err:
-            options = DIGITS_MODELS[spec.architecture].options
-            raise ValueError(
-                f"Invalid value for argument `weights` of {spec.architecture}: weights='digits' "
-                f"need the builder options {options!r} (kbnn.zoo.get({spec.architecture!r}, "
-                f"weights='digits') sets them) [{err}].") from None
+        # Keras warns about each layer it cannot match before it raises: those warnings are
+        # shown only if the weights load; a mismatch is reported by the error below alone.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                registry.load_weights(model, weights, architecture=spec.architecture)
+            except ValueError as err:
+                options = DIGITS_MODELS[spec.architecture].options
+                raise ValueError(
+                    f"Invalid value for argument `weights` of {spec.architecture}: "
+                    f"weights='digits' need the builder options {options!r} "
+                    f"(kbnn.zoo.get({spec.architecture!r}, weights='digits') sets them) "
+                    f"[{err}].") from None
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
     elif registry is not None:
         registry.load_weights(model, weights, architecture=spec.architecture)
     else:
