@@ -24,6 +24,7 @@ __all__ = [
     "check_pad_values",
     "check_positive_int",
     "check_quantizer",
+    "check_same_or_double_width",
     "check_strides",
     "check_symmetric_padding",
     "downsampled",
@@ -35,6 +36,19 @@ __all__ = [
 # defaults for every block.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+def check_same_or_double_width(block, channels) -> int:
+    """The input channels of a block whose `out_channels` must equal them or twice them (the
+    ReActNet-A and BNext blocks); a Keras-style ValueError naming the block otherwise."""
+    if channels is None or block.out_channels not in (channels, 2 * channels):
+        raise ValueError(
+            f"Invalid value for argument `out_channels` of {type(block).__name__} "
+            f"{block.name!r}. Expected the number of input channels ({channels}) or twice it "
+            f"({None if channels is None else 2 * channels}). "
+            f"Received out_channels={block.out_channels}."
+        )
+    return int(channels)
 
 
 def check_symmetric_padding(owner: str, symmetric_padding) -> bool:

@@ -9,6 +9,7 @@ from kbnn.blocks._common import (
     BinaryBlock,
     check_pad_values,
     check_positive_int,
+    check_same_or_double_width,
     check_strides,
 )
 from kbnn.layers.bnext import GATES, BNextFFN, ELMAttention, check_kernel_clip
@@ -110,14 +111,7 @@ class BNextBlock(BinaryBlock):
                 "kernel_quantizer": self._kernel_quantizer_spec.serialize()}
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or self.out_channels not in (channels, 2 * channels):
-            raise ValueError(
-                f"Invalid value for argument `out_channels` of BNextBlock {self.name!r}. "
-                f"Expected the number of input channels ({channels}) or twice it "
-                f"({None if channels is None else 2 * channels}). "
-                f"Received out_channels={self.out_channels}."
-            )
+        channels = check_same_or_double_width(self, input_shape[-1])
         self._in_channels = int(channels)
         name = self.name
         if self.uses_attention:

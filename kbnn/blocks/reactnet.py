@@ -14,6 +14,7 @@ from kbnn.blocks._common import (
     build_chain,
     check_pad_values,
     check_positive_int,
+    check_same_or_double_width,
     check_strides,
     check_symmetric_padding,
 )
@@ -129,14 +130,7 @@ class ReActNetBlock(BinaryBlock):
         return True, "approx_sign"
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or self.out_channels not in (channels, 2 * channels):
-            raise ValueError(
-                f"Invalid value for argument `out_channels` of ReActNetBlock {self.name!r}. "
-                f"Expected the number of input channels ({channels}) or twice it "
-                f"({None if channels is None else 2 * channels}). "
-                f"Received out_channels={self.out_channels}."
-            )
+        channels = check_same_or_double_width(self, input_shape[-1])
         if channels % self.replicate:
             raise ValueError(
                 f"Invalid value for argument `replicate` of ReActNetBlock {self.name!r}. "
